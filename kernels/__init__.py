@@ -1,0 +1,11 @@
+"""Pure compute kernels (Numba), installed as `gguf_engine.kernels`.
+
+Quantized weights stay in their GGML blocks: `matvec` (decode) and `matmul` (prefill) read the
+block bytes directly; `dequantize` is bit-exact with gguf-py's `gguf.dequantize`. Every kernel can
+write into a caller-owned `out` array.
+"""
+
+from .quantized import dequantize, matmul, matvec
+from .registry import SUPPORTED_TYPES, UnsupportedTypeError
+
+__all__ = ["SUPPORTED_TYPES", "UnsupportedTypeError", "dequantize", "matmul", "matvec"]

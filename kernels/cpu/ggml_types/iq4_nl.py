@@ -1,0 +1,22 @@
+import numpy as np
+from gguf import GGMLQuantizationType
+from numba import njit
+
+from ..fp16 import load_f16
+
+GGML_TYPE = GGMLQuantizationType.IQ4_NL
+BLOCK, TYPE_SIZE = 32, 18
+VIEW = np.uint8
+# block: d (f16) | qs[16]; value j = d * KVALUES[qs[j] & 15], value j + 16 uses qs[j] >> 4
+KVALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
+                   dtype=np.float32)
+
+
+@njit(inline="always")
+def dequant_block(w, b, out, o):
+    p = b * TYPE_SIZE
+    d = load_f16(w, p)
+    for j in range(16):
+        q = np.int32(w[p + 2 + j])
+        out[o + j] = d * KVALUES[q & 15]
+        out[o + j + 16] = d * KVALUES[q >> 4]

@@ -1,0 +1,28 @@
+import numpy as np
+from gguf import GGMLQuantizationType
+from numba import njit
+
+from ..fp16 import load_f16
+from .iq4_nl import KVALUES
+
+GGML_TYPE = GGMLQuantizationType.IQ4_XS
+BLOCK, TYPE_SIZE = 256, 136
+VIEW = np.uint8
+# block: d (f16) | scales_h (u16: 2 bits per sub-block) | scales_l[4] (4 bits per sub-block) |
+#        qs[128]; sub-block j of 32: scale = (low | high << 4) - 32,
+# value j*32 + n*16 + l = (d * scale) * KVALUES[(qs[j*16 + l] >> 4n) & 15]
+
+
+@njit(inline="always")
+def dequant_block(w, b, out, o):
+    p = b * TYPE_SIZE
+    d = load_f16(w, p)
+    scales_h = np.int32(w[p + 2]) | (np.int32(w[p + 3]) << 8)
+    for j in range(8):
+        lo = (np.int32(w[p + 4 + j // 2]) >> (4 * (j % 2))) & 15
+        hi = (scales_h >> (2 * j)) & 3
+        dl = d * np.float32((lo | (hi << 4)) - 32)
+        for l in range(16):
+            q = np.int32(w[p + 8 + j * 16 + l])
+            out[o + j * 32 + l] = dl * KVALUES[q & 15]
+            out[o + j * 32 + 16 + l] = dl * KVALUES[q >> 4]

@@ -1,0 +1,81 @@
+"""Row-parallel drivers shared by every GGML type: a type module supplies the per-block code,
+these supply the loops. Built per type by `build(module)`; Numba caches each on disk."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+from numba import njit, prange
+
+from .flags import FASTMATH
+
+
+def _dot4_from_dequant(dequant_block, block):
+    """A 4-row block dot product for types without a hand-written one: dequantize, then FMA."""
+
+    @njit(inline="always", fastmath=FASTMATH)
+    def dot4_block(w0, w1, w2, w3, b, x, o, tmp):
+        dequant_block(w0, b, tmp[0], 0)
+        dequant_block(w1, b, tmp[1], 0)
+        dequant_block(w2, b, tmp[2], 0)
+        dequant_block(w3, b, tmp[3], 0)
+        s0 = s1 = s2 = s3 = np.float32(0.0)
+        for j in range(block):
+            xv = x[o + j]
+            s0 += tmp[0, j] * xv
+            s1 += tmp[1, j] * xv
+            s2 += tmp[2, j] * xv
+            s3 += tmp[3, j] * xv
+        return s0, s1, s2, s3
+
+    return dot4_block
+
+
+def build(mod) -> SimpleNamespace:
+    block = mod.BLOCK
+    dequant_block = mod.dequant_block
+    dot4 = getattr(mod, "dot4_block", None) or _dot4_from_dequant(dequant_block, block)
+
+    @njit(parallel=True, cache=True)
+    def dequantize_rows(w, out):
+        """w (rows, row_units) -> out (rows, cols) float32; bit-exact (no fast-math)."""
+        nb = out.shape[1] // block
+        for r in prange(w.shape[0]):
+            wr = w[r]
+            outr = out[r]
+            for b in range(nb):
+                dequant_block(wr, b, outr, b * block)
+
+    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    def matvec_rows(w, x, out, n_parts):
+        """out[r] = dot(row r of w, x) for w (rows, row_units), x (cols,), out (rows,).
+        Four rows at a time share every loaded x value; n_parts chunks go to the threads."""
+        rows = w.shape[0]
+        nb = x.shape[0] // block
+        n_groups = (rows + 3) // 4
+        for part in prange(n_parts):
+            tmp = np.empty((4, block), dtype=np.float32)  # (4, block) scratch for generic types
+            for g in range(part * n_groups // n_parts, (part + 1) * n_groups // n_parts):
+                r = 4 * g
+                # a short last group repeats its last row; only real rows are stored
+                w0 = w[r]
+                w1 = w[min(r + 1, rows - 1)]
+                w2 = w[min(r + 2, rows - 1)]
+                w3 = w[min(r + 3, rows - 1)]
+                a0 = a1 = a2 = a3 = np.float32(0.0)
+                for b in range(nb):
+                    s0, s1, s2, s3 = dot4(w0, w1, w2, w3, b, x, b * block, tmp)
+                    a0 += s0
+                    a1 += s1
+                    a2 += s2
+                    a3 += s3
+                out[r] = a0
+                if r + 1 < rows:
+                    out[r + 1] = a1
+                if r + 2 < rows:
+                    out[r + 2] = a2
+                if r + 3 < rows:
+                    out[r + 3] = a3
+
+    return SimpleNamespace(dequantize_rows=dequantize_rows, matvec_rows=matvec_rows)

