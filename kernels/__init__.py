@@ -5,7 +5,11 @@ block bytes directly; `dequantize` is bit-exact with gguf-py's `gguf.dequantize`
 write into a caller-owned `out` array.
 """
 
+from .cpu import activations, attention, norms, rope
 from .quantized import dequantize, matmul, matvec
 from .registry import SUPPORTED_TYPES, UnsupportedTypeError
 
-__all__ = ["SUPPORTED_TYPES", "UnsupportedTypeError", "dequantize", "matmul", "matvec"]
+__all__ = [
+    "SUPPORTED_TYPES", "UnsupportedTypeError", "activations", "attention", "dequantize", "matmul",
+    "matvec", "norms", "rope",
+]

@@ -1,0 +1,110 @@
+"""Tier 1: RMSNorm, RoPE, attention and activations against float64 NumPy references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gguf_engine.kernels import activations, attention, norms, rope
+
+rng = np.random.default_rng(0)
+
+
+def rel_err(got, ref):
+    return np.abs(np.asarray(got, np.float64) - ref).max() / np.abs(ref).max()
+
+
+def test_rmsnorm():
+    x = rng.standard_normal((5, 96)).astype(np.float32) * 3
+    w = rng.standard_normal(96).astype(np.float32)
+    out = np.empty_like(x)
+    norms.rmsnorm(x, w, 1e-6, out)
+    x64 = x.astype(np.float64)
+    ref = x64 / np.sqrt((x64**2).mean(axis=1, keepdims=True) + 1e-6) * w
+    assert rel_err(out, ref) < 1e-6
+
+
+def rope_reference(x, positions, n_rot, base, neox, factors=None):
+    x = x.astype(np.float64).copy()
+    half = n_rot // 2
+    inv = base ** (-np.arange(half) * 2.0 / n_rot)
+    if factors is not None:
+        inv = inv / factors
+    for t, p in enumerate(positions):
+        ang = p * inv
+        c, s = np.cos(ang), np.sin(ang)
+        if neox:
+            a, b = x[t, :, :half].copy(), x[t, :, half:n_rot].copy()
+            x[t, :, :half], x[t, :, half:n_rot] = a * c - b * s, a * s + b * c
+        else:
+            a, b = x[t, :, 0:n_rot:2].copy(), x[t, :, 1:n_rot:2].copy()
+            x[t, :, 0:n_rot:2], x[t, :, 1:n_rot:2] = a * c - b * s, a * s + b * c
+    return x
+
+
+@pytest.mark.parametrize("neox", [False, True])
+@pytest.mark.parametrize("n_rot", [64, 32])
+@pytest.mark.parametrize("with_factors", [False, True])
+def test_rope(neox, n_rot, with_factors):
+    x = rng.standard_normal((7, 3, 64)).astype(np.float32)
+    positions = np.array([0, 1, 2, 5, 100, 1000, 4095], dtype=np.int32)
+    factors = rng.uniform(1, 8, n_rot // 2) if with_factors else None
+    got = x.copy()
+    rope.rope(got, positions, rope.inv_frequencies(n_rot, 10000.0, factors), neox)
+    ref = rope_reference(x, positions, n_rot, 10000.0, neox, factors)
+    assert rel_err(got, ref) < 1e-5
+    np.testing.assert_array_equal(got[:, :, n_rot:], x[:, :, n_rot:])
+
+
+def attention_reference(q, k, v, pos0, window, scale):
+    n_tokens, n_heads, hd = q.shape
+    group = n_heads // k.shape[0]
+    out = np.zeros((n_tokens, n_heads, hd))
+    for t in range(n_tokens):
+        p = pos0 + t
+        lo = max(0, p - window + 1) if window else 0
+        for h in range(n_heads):
+            kk = k[h // group, lo : p + 1].astype(np.float64)
+            s = kk @ q[t, h].astype(np.float64) * scale
+            e = np.exp(s - s.max())
+            out[t, h] = (e / e.sum()) @ v[h // group, lo : p + 1].astype(np.float64)
+    return out
+
+
+@pytest.mark.parametrize("window", [0, 4])
+@pytest.mark.parametrize("pos0,n_tokens", [(0, 9), (6, 1), (3, 5)])
+def test_attention_gqa_window(window, pos0, n_tokens):
+    n_heads, n_kv, hd, n_ctx = 4, 2, 16, 32
+    q = rng.standard_normal((n_tokens, n_heads, hd)).astype(np.float32)
+    k = rng.standard_normal((n_kv, n_ctx, hd)).astype(np.float32)
+    v = rng.standard_normal((n_kv, n_ctx, hd)).astype(np.float32)
+    k[:, pos0 + n_tokens :] = np.nan  # never read: past the last query
+    scale = 1 / math.sqrt(hd)
+    out = np.empty_like(q)
+    scores = np.empty((3, n_ctx), np.float32)
+    attention.attention(q, k, v, pos0, window, np.float32(scale), scores, out)
+    ref = attention_reference(q, np.nan_to_num(k), v, pos0, window, scale)
+    assert rel_err(out, ref) < 1e-5
+
+
+def test_activations():
+    x = rng.standard_normal((3, 50)).astype(np.float32) * 4
+    x64 = x.astype(np.float64)
+    out = np.empty_like(x)
+    activations.silu(x, out)
+    assert rel_err(out, x64 / (1 + np.exp(-x64))) < 1e-6
+    gelu = 0.5 * x64 * (1 + np.tanh(math.sqrt(2 / math.pi) * (x64 + 0.044715 * x64**3)))
+    activations.gelu_tanh(x, out)
+    assert rel_err(out, gelu) < 1e-6
+    up = rng.standard_normal((3, 50)).astype(np.float32)
+    activations.gated(x, up, out, True)
+    assert rel_err(out, gelu * up) < 1e-6
+    activations.gated(x, up, out, False)
+    assert rel_err(out, x64 / (1 + np.exp(-x64)) * up) < 1e-6
+    logits = rng.standard_normal(100).astype(np.float32) * 10
+    p = np.empty(100, np.float64)
+    activations.softmax(logits, p)
+    e = np.exp(logits.astype(np.float64) - logits.max())
+    assert rel_err(p, e / e.sum()) < 1e-12
