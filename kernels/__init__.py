@@ -10,6 +10,13 @@ from .quantized import dequantize, matmul, matvec
 from .registry import SUPPORTED_TYPES, UnsupportedTypeError
 
 __all__ = [
-    "SUPPORTED_TYPES", "UnsupportedTypeError", "activations", "attention", "dequantize", "matmul",
-    "matvec", "norms", "rope",
+    "SUPPORTED_TYPES",
+    "UnsupportedTypeError",
+    "activations",
+    "attention",
+    "dequantize",
+    "matmul",
+    "matvec",
+    "norms",
+    "rope",
 ]

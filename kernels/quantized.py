@@ -27,15 +27,18 @@ def block_rows(data: np.ndarray, ggml_type, shape) -> tuple[TypeKernels, np.ndar
     tk = kernels_for(ggml_type)
     rows, cols = _rows_cols(shape)
     if cols % tk.block:
-        raise ValueError(f"{tk.ggml_type.name}: row length {cols} is not a multiple of the block "
-                         f"size {tk.block}")
+        raise ValueError(
+            f"{tk.ggml_type.name}: row length {cols} is not a multiple of the block size {tk.block}"
+        )
     data = np.asarray(data)
     if data.dtype != np.uint8:
         raise TypeError(f"data must be uint8 block bytes, got {data.dtype}")
     row_bytes = tk.row_bytes(cols)
     if data.size != rows * row_bytes:
-        raise ValueError(f"{tk.ggml_type.name} {(rows, cols)} needs {rows * row_bytes} bytes, "
-                         f"data has {data.size}")
+        raise ValueError(
+            f"{tk.ggml_type.name} {(rows, cols)} needs {rows * row_bytes} bytes, "
+            f"data has {data.size}"
+        )
     w = np.ascontiguousarray(data).reshape(rows, row_bytes)
     return tk, w.view(tk.view)
 
@@ -49,8 +52,10 @@ def _check_out(out, shape, name):
     if out is None:
         return np.empty(shape, dtype=np.float32)
     if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError(f"{name} must be a C-contiguous float32 array of shape {shape}, "
-                         f"got {out.dtype} {out.shape}")
+        raise ValueError(
+            f"{name} must be a C-contiguous float32 array of shape {shape}, "
+            f"got {out.dtype} {out.shape}"
+        )
     return out
 
 

@@ -27,8 +27,23 @@ from .cpu.ggml_types import (
     q8_0,
 )
 
-_MODULES = (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k,
-            iq4_nl, iq4_xs)
+_MODULES = (
+    f32,
+    f16,
+    bf16,
+    q4_0,
+    q4_1,
+    q5_0,
+    q5_1,
+    q8_0,
+    q2_k,
+    q3_k,
+    q4_k,
+    q5_k,
+    q6_k,
+    iq4_nl,
+    iq4_xs,
+)
 
 
 @dataclass(frozen=True)
@@ -45,8 +60,9 @@ class TypeKernels:
 
 _REGISTRY: dict[GGMLQuantizationType, TypeKernels] = {}
 for _m in _MODULES:
-    _REGISTRY[_m.GGML_TYPE] = TypeKernels(_m.GGML_TYPE, _m.BLOCK, _m.TYPE_SIZE, np.dtype(_m.VIEW),
-                                          quant_drivers.build(_m))
+    _REGISTRY[_m.GGML_TYPE] = TypeKernels(
+        _m.GGML_TYPE, _m.BLOCK, _m.TYPE_SIZE, np.dtype(_m.VIEW), quant_drivers.build(_m)
+    )
 
 SUPPORTED_TYPES = frozenset(_REGISTRY)
 

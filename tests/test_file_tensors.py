@@ -6,9 +6,9 @@ import gguf
 import numpy as np
 import pytest
 from conftest import fixtures_dir
+from gguf_engine.kernels import dequantize
 
 from gguf_engine.gguf_file import GGUFFile
-from gguf_engine.kernels import dequantize
 
 FIXTURE_FILES = sorted((fixtures_dir() / "synthetic").glob("*.gguf")) if fixtures_dir() else []
 

@@ -25,8 +25,10 @@ def test_reads_metadata_and_tensor_views(tmp_path):
     kv = {
         "general.architecture": (8, struct.pack("<Q", 5) + b"llama"),
         "llama.block_count": (4, struct.pack("<I", 2)),
-        "tokenizer.ggml.tokens": (9, struct.pack("<IQ", 8, 2) + struct.pack("<Q", 1) + b"a"
-                                  + struct.pack("<Q", 2) + b"bc"),
+        "tokenizer.ggml.tokens": (
+            9,
+            struct.pack("<IQ", 8, 2) + struct.pack("<Q", 1) + b"a" + struct.pack("<Q", 2) + b"bc",
+        ),
         "tokenizer.ggml.scores": (9, struct.pack("<IQ", 6, 2) + struct.pack("<2f", 1.5, -2)),
     }
     path = write(tmp_path, gguf_bytes([("w", (4, 2), 0, 0, 32)], kv, data=values.tobytes()))
@@ -60,9 +62,24 @@ def test_reads_metadata_and_tensor_views(tmp_path):
         (gguf_bytes([("w", (8, 0), 0, 0, 0)]), "bad shape"),
         (gguf_bytes([("w", (1,) * 5, 0, 0, 4)]), "5 dimensions"),
     ],
-    ids=["magic", "short", "version", "header", "data", "outside", "type", "duplicate",
-         "block", "offset-alignment", "alignment", "huge-string", "huge-array", "value-type",
-         "zero-dim", "dims"],
+    ids=[
+        "magic",
+        "short",
+        "version",
+        "header",
+        "data",
+        "outside",
+        "type",
+        "duplicate",
+        "block",
+        "offset-alignment",
+        "alignment",
+        "huge-string",
+        "huge-array",
+        "value-type",
+        "zero-dim",
+        "dims",
+    ],
 )
 def test_bad_files_raise_named_errors(tmp_path, payload, message):
     path = write(tmp_path, payload)
@@ -102,8 +119,12 @@ print(json.dumps({"s": time.perf_counter() - t, "rss": rss() - before, "n": len(
 
 def test_open_gemma_is_lean_and_quick(gemma_path):
     """Opening the 253 MB file reads no tensor data: < 50 MB RSS growth and < 0.5 s."""
-    res = subprocess.run([sys.executable, "-c", OPEN_PROBE, str(gemma_path)], capture_output=True,
-                         text=True, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", OPEN_PROBE, str(gemma_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     probe = json.loads(res.stdout)
     assert probe["n"] == 236 and probe["vocab"] == 262144
     assert probe["rss"] < 50e6, probe

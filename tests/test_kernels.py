@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from gguf_engine.kernels import activations, attention, norms, rope
 
 rng = np.random.default_rng(0)

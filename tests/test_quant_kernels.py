@@ -13,9 +13,18 @@ from gguf_engine import kernels
 # Byte offsets of the fp16 fields in each block (llama.cpp ggml-common.h); tests fill them with
 # finite halves so that every product is finite.
 F16_FIELDS = {
-    T.Q4_0: (0,), T.Q4_1: (0, 2), T.Q5_0: (0,), T.Q5_1: (0, 2), T.Q8_0: (0,),
-    T.Q2_K: (80, 82), T.Q3_K: (108,), T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,),
-    T.IQ4_NL: (0,), T.IQ4_XS: (0,),
+    T.Q4_0: (0,),
+    T.Q4_1: (0, 2),
+    T.Q5_0: (0,),
+    T.Q5_1: (0, 2),
+    T.Q8_0: (0,),
+    T.Q2_K: (80, 82),
+    T.Q3_K: (108,),
+    T.Q4_K: (0, 2),
+    T.Q5_K: (0, 2),
+    T.Q6_K: (208,),
+    T.IQ4_NL: (0,),
+    T.IQ4_XS: (0,),
 }
 FLOAT_TYPES = {T.F32: np.float32, T.F16: np.float16}
 ALL_TYPES = sorted(kernels.SUPPORTED_TYPES, key=int)
@@ -30,7 +39,7 @@ def random_weights(t, rows, cols, rng, scale_exp=(-12, -2)):
         return gguf.quantize(rng.standard_normal((rows, cols)).astype(np.float32), T.BF16)
     data = rng.integers(0, 256, size=(rows, cols // bs, ts), dtype=np.uint8)
     for off in F16_FIELDS[t]:
-        h = (rng.uniform(0.5, 1.0, data.shape[:2]) * 2.0 ** rng.integers(*scale_exp, data.shape[:2]))
+        h = rng.uniform(0.5, 1.0, data.shape[:2]) * 2.0 ** rng.integers(*scale_exp, data.shape[:2])
         h *= rng.choice([-1.0, 1.0], data.shape[:2])
         data[:, :, off : off + 2] = h.astype(np.float16)[..., None].view(np.uint8)
     return data.reshape(rows, -1)

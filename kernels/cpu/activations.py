@@ -15,8 +15,11 @@ def _silu(v):
 
 @njit(inline="always")
 def _gelu_tanh(v):
-    return np.float32(0.5) * v * (np.float32(1.0) + np.tanh(
-        _SQRT_2_OVER_PI * (v + np.float32(0.044715) * v * v * v)))
+    return (
+        np.float32(0.5)
+        * v
+        * (np.float32(1.0) + np.tanh(_SQRT_2_OVER_PI * (v + np.float32(0.044715) * v * v * v)))
+    )
 
 
 @njit(parallel=True, cache=True)

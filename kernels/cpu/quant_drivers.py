@@ -109,5 +109,6 @@ def build(mod) -> SimpleNamespace:
     return SimpleNamespace(
         dequantize_rows=njit(parallel=True, cache=True)(_bind(dequantize_rows, suffix, **names)),
         matvec_rows=njit(parallel=True, cache=True, fastmath=FASTMATH)(
-            _bind(matvec_rows, suffix, **names)),
+            _bind(matvec_rows, suffix, **names)
+        ),
     )

@@ -17,4 +17,9 @@ def dequant_block(w, b, out, o):
 @njit(inline="always")
 def dot4_block(w0, w1, w2, w3, b, x, o, tmp):
     xv = x[o]
-    return bf16_bits_to_f32(np.int32(w0[b])) * xv, bf16_bits_to_f32(np.int32(w1[b])) * xv, bf16_bits_to_f32(np.int32(w2[b])) * xv, bf16_bits_to_f32(np.int32(w3[b])) * xv
+    return (
+        bf16_bits_to_f32(np.int32(w0[b])) * xv,
+        bf16_bits_to_f32(np.int32(w1[b])) * xv,
+        bf16_bits_to_f32(np.int32(w2[b])) * xv,
+        bf16_bits_to_f32(np.int32(w3[b])) * xv,
+    )

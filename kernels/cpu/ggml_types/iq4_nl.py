@@ -8,8 +8,9 @@ GGML_TYPE = GGMLQuantizationType.IQ4_NL
 BLOCK, TYPE_SIZE = 32, 18
 VIEW = np.uint8
 # block: d (f16) | qs[16]; value j = d * KVALUES[qs[j] & 15], value j + 16 uses qs[j] >> 4
-KVALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
-                   dtype=np.float32)
+KVALUES = np.array(
+    [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.float32
+)
 
 
 @njit(inline="always")

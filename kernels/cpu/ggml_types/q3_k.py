@@ -10,7 +10,8 @@ VIEW = np.uint8
 # block: hmask[32] | qs[64] (low 2 bits) | scales[12] (16 six-bit scales) | d (f16)
 # scale i: low 4 bits = scales[i] & 15 (i < 8) or scales[i - 8] >> 4;
 #          high 2 bits = (scales[8 + i % 4] >> 2 * (i // 4)) & 3; minus 32
-# value e = half*128 + s*32 + l: q = ((qs[half*32 + l] >> 2s) & 3) - (0 if hmask[l] bit e//32 else 4)
+# value e = half*128 + s*32 + l:
+#   q = ((qs[half*32 + l] >> 2s) & 3) - (0 if bit e // 32 of hmask[l] else 4)
 #           (d * scale[e // 16]) * q
 
 

@@ -40,5 +40,9 @@ def dot4_block(w0, w1, w2, w3, b, x, o, tmp):
         xs += xa + xb
     xs *= np.float32(8.0)
     p -= 2
-    return ((s0 - xs) * load_f16(w0, p), (s1 - xs) * load_f16(w1, p),
-            (s2 - xs) * load_f16(w2, p), (s3 - xs) * load_f16(w3, p))
+    return (
+        (s0 - xs) * load_f16(w0, p),
+        (s1 - xs) * load_f16(w1, p),
+        (s2 - xs) * load_f16(w2, p),
+        (s3 - xs) * load_f16(w3, p),
+    )

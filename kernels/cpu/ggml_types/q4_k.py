@@ -48,8 +48,9 @@ def _finish(w, p, c, s_lo, s_hi, x_lo, x_hi):
     """One row's contribution of chunk c (sub-blocks 2c, 2c + 1) from its sums."""
     sc0, m0 = scale_min(w, p + 4, 2 * c)
     sc1, m1 = scale_min(w, p + 4, 2 * c + 1)
-    return (load_f16(w, p) * (np.float32(sc0) * s_lo + np.float32(sc1) * s_hi)
-            - load_f16(w, p + 2) * (np.float32(m0) * x_lo + np.float32(m1) * x_hi))
+    return load_f16(w, p) * (np.float32(sc0) * s_lo + np.float32(sc1) * s_hi) - load_f16(
+        w, p + 2
+    ) * (np.float32(m0) * x_lo + np.float32(m1) * x_hi)
 
 
 @njit(inline="always")

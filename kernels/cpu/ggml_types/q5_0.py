@@ -14,8 +14,12 @@ VIEW = np.uint8
 
 @njit(inline="always")
 def _qh(w, p):
-    return (np.int64(w[p]) | (np.int64(w[p + 1]) << 8) | (np.int64(w[p + 2]) << 16)
-            | (np.int64(w[p + 3]) << 24))
+    return (
+        np.int64(w[p])
+        | (np.int64(w[p + 1]) << 8)
+        | (np.int64(w[p + 2]) << 16)
+        | (np.int64(w[p + 3]) << 24)
+    )
 
 
 @njit(inline="always")
@@ -52,5 +56,9 @@ def dot4_block(w0, w1, w2, w3, b, x, o, tmp):
         s3 += (hi + np.float32(16 * ((h3 >> (j + 16)) & 1))) * xb
         xs += xa + xb
     xs *= np.float32(16.0)
-    return ((s0 - xs) * load_f16(w0, p), (s1 - xs) * load_f16(w1, p),
-            (s2 - xs) * load_f16(w2, p), (s3 - xs) * load_f16(w3, p))
+    return (
+        (s0 - xs) * load_f16(w0, p),
+        (s1 - xs) * load_f16(w1, p),
+        (s2 - xs) * load_f16(w2, p),
+        (s3 - xs) * load_f16(w3, p),
+    )

@@ -37,25 +37,30 @@ def _q4(a, c, hb):
     t1 = np.floor(hb * np.float32(0.25))
     t2 = np.floor(t1 * np.float32(0.25))
     t3 = np.floor(t2 * np.float32(0.25))
-    return (alo + np.float32(16.0) * (hb - np.float32(4.0) * t1) - np.float32(32.0),
-            clo + np.float32(16.0) * (t1 - np.float32(4.0) * t2) - np.float32(32.0),
-            ahi + np.float32(16.0) * (t2 - np.float32(4.0) * t3) - np.float32(32.0),
-            chi + np.float32(16.0) * t3 - np.float32(32.0))
+    return (
+        alo + np.float32(16.0) * (hb - np.float32(4.0) * t1) - np.float32(32.0),
+        clo + np.float32(16.0) * (t1 - np.float32(4.0) * t2) - np.float32(32.0),
+        ahi + np.float32(16.0) * (t2 - np.float32(4.0) * t3) - np.float32(32.0),
+        chi + np.float32(16.0) * t3 - np.float32(32.0),
+    )
 
 
 @njit(inline="always")
 def _row16(w, qlp, qhp, l, xa, xb, xc, xd):
-    q0, q1, q2, q3 = _q4(np.float32(w[qlp + l]), np.float32(w[qlp + 32 + l]),
-                         np.float32(w[qhp + l]))
+    q0, q1, q2, q3 = _q4(
+        np.float32(w[qlp + l]), np.float32(w[qlp + 32 + l]), np.float32(w[qhp + l])
+    )
     return q0 * xa, q1 * xb, q2 * xc, q3 * xd
 
 
 @njit(inline="always")
 def _scaled(w, scp, half16, s0, s1, s2, s3):
-    return (np.float32(np.int8(w[scp + half16])) * s0
-            + np.float32(np.int8(w[scp + 2 + half16])) * s1
-            + np.float32(np.int8(w[scp + 4 + half16])) * s2
-            + np.float32(np.int8(w[scp + 6 + half16])) * s3)
+    return (
+        np.float32(np.int8(w[scp + half16])) * s0
+        + np.float32(np.int8(w[scp + 2 + half16])) * s1
+        + np.float32(np.int8(w[scp + 4 + half16])) * s2
+        + np.float32(np.int8(w[scp + 6 + half16])) * s3
+    )
 
 
 @njit(inline="always")
@@ -98,5 +103,9 @@ def dot4_block(w0, w1, w2, w3, b, x, o, tmp):
             r1 += _scaled(w1, scp, half16, b0, b1, b2, b3)
             r2 += _scaled(w2, scp, half16, c0, c1, c2, c3)
             r3 += _scaled(w3, scp, half16, d0, d1, d2, d3)
-    return (r0 * load_f16(w0, p + 208), r1 * load_f16(w1, p + 208),
-            r2 * load_f16(w2, p + 208), r3 * load_f16(w3, p + 208))
+    return (
+        r0 * load_f16(w0, p + 208),
+        r1 * load_f16(w1, p + 208),
+        r2 * load_f16(w2, p + 208),
+        r3 * load_f16(w3, p + 208),
+    )
