@@ -79,16 +79,10 @@ def matvec(data, ggml_type, shape, x, out=None) -> np.ndarray:
     return out
 
 
-def matmul(data, ggml_type, shape, X, out=None, scratch=None) -> np.ndarray:
-    """X @ W.T for W (rows, cols) in GGML blocks and X (n_tokens, cols) float32; returns out
-    (n_tokens, rows). Dequantizes one tile of rows at a time into `scratch` and multiplies it
-    with every token through BLAS."""
-    tk, w = block_rows(data, ggml_type, shape)
-    rows, cols = w.shape[0], _rows_cols(shape)[1]
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    if X.ndim != 2 or X.shape[1] != cols:
-        raise ValueError(f"X must have shape (n_tokens, {cols}), got {X.shape}")
-    out = _check_out(out, (X.shape[0], rows), "out")
+def matmul_view(tk: TypeKernels, w: np.ndarray, X: np.ndarray, out: np.ndarray,
+                scratch: np.ndarray | None = None) -> np.ndarray:
+    """`matmul` on an already checked (rows, units) view `w`, e.g. one made by `block_rows`."""
+    rows, cols = w.shape[0], X.shape[1]
     if tk.view == np.float32:
         np.matmul(X, w.T, out=out)
         return out
@@ -101,3 +95,16 @@ def matmul(data, ggml_type, shape, X, out=None, scratch=None) -> np.ndarray:
         tk.kernels.dequantize_rows(w[r0:r1], t)
         np.matmul(X, t.T, out=out[:, r0:r1])
     return out
+
+
+def matmul(data, ggml_type, shape, X, out=None, scratch=None) -> np.ndarray:
+    """X @ W.T for W (rows, cols) in GGML blocks and X (n_tokens, cols) float32; returns out
+    (n_tokens, rows). Dequantizes one tile of rows at a time into `scratch` and multiplies it
+    with every token through BLAS."""
+    tk, w = block_rows(data, ggml_type, shape)
+    rows, cols = w.shape[0], _rows_cols(shape)[1]
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if X.ndim != 2 or X.shape[1] != cols:
+        raise ValueError(f"X must have shape (n_tokens, {cols}), got {X.shape}")
+    out = _check_out(out, (X.shape[0], rows), "out")
+    return matmul_view(tk, w, X, out, scratch)

@@ -1,0 +1,31 @@
+"""The KV cache: allocated once for the whole context, written in place at each position."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class KVCache:
+    def __init__(self, n_layers: int, n_kv_heads: int, n_ctx: int, head_dim: int):
+        self.n_ctx = n_ctx
+        self.k = np.zeros((n_layers, n_kv_heads, n_ctx, head_dim), np.float32)  # (L, KVH, n_ctx, D)
+        self.v = np.zeros((n_layers, n_kv_heads, n_ctx, head_dim), np.float32)  # (L, KVH, n_ctx, D)
+        self.tokens: list[int] = []  # the tokens whose keys and values are in the cache, in order
+
+    @property
+    def nbytes(self) -> int:
+        return self.k.nbytes + self.v.nbytes
+
+    def store(self, layer: int, pos0: int, k: np.ndarray, v: np.ndarray) -> None:
+        """k, v (n_tokens, KVH, D) for positions pos0 .. pos0 + n_tokens - 1."""
+        n = k.shape[0]
+        self.k[layer, :, pos0 : pos0 + n] = k.transpose(1, 0, 2)
+        self.v[layer, :, pos0 : pos0 + n] = v.transpose(1, 0, 2)
+
+    def common_prefix(self, tokens) -> int:
+        n = 0
+        for a, b in zip(self.tokens, tokens):
+            if a != b:
+                break
+            n += 1
+        return n

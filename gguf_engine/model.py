@@ -1,0 +1,156 @@
+"""The transformer: prefill and decode over preallocated buffers and a KV cache."""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from .config import Config
+from .gguf_file import GGUFFile
+from .kernels.cpu import activations, attention, norms, rope
+from .kv_cache import KVCache
+from .weights import Weights, load_weights
+
+DEFAULT_N_CTX = 4096
+PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds the run buffers
+
+
+class ContextOverflowError(ValueError):
+    """More tokens than the context holds."""
+
+
+class RunState:
+    """Activations for up to `n` tokens at once, allocated once."""
+
+    def __init__(self, cfg: Config, n: int, n_ctx: int):
+        E, F = cfg.n_embd, cfg.n_ff
+        self.n = n
+        self.x = np.zeros((n, E), np.float32)  # (n, E) residual stream
+        self.xn = np.zeros((n, E), np.float32)  # (n, E) normalized input of a sublayer
+        self.qkv = np.zeros((n, cfg.q_dim + 2 * cfg.kv_dim), np.float32)  # (n, q_dim + 2 kv_dim)
+        self.att = np.zeros((n, cfg.q_dim), np.float32)  # (n, q_dim) attention output
+        self.proj = np.zeros((n, E), np.float32)  # (n, E) sublayer output
+        self.gate_up = np.zeros((n, 2 * F), np.float32)  # (n, 2F) [gate | up]
+        self.act = np.zeros((n, F), np.float32)  # (n, F)
+        self.positions = np.zeros(n, np.int64)  # (n,)
+        self.scores = np.zeros((4 * numba.config.NUMBA_NUM_THREADS, n_ctx), np.float32)
+        self.logits = np.zeros((1, cfg.n_vocab), np.float32)  # (1, V) last position's logits
+        self.scratch = np.zeros(1 << 19, np.float32)  # dequantized weight tiles for prefill
+
+
+class Model:
+    """A loaded GGUF model with its own context (KV cache)."""
+
+    def __init__(self, f: GGUFFile, n_ctx: int | None = None):
+        self.file = f
+        self.config = cfg = Config.from_gguf(f)
+        self.weights: Weights = load_weights(f, cfg)
+        if n_ctx is None:
+            n_ctx = min(DEFAULT_N_CTX, cfg.context_length)
+        if n_ctx < 1:
+            raise ValueError(f"n_ctx must be at least 1, got {n_ctx}")
+        self.n_ctx = int(n_ctx)
+        self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, self.n_ctx, cfg.head_dim)
+        self.state = RunState(cfg, min(PREFILL_CHUNK, self.n_ctx), self.n_ctx)
+        ff = self.weights.rope_freqs
+        # (n_rot // 2,) float64 per layer kind: RoPE frequencies of global and sliding layers
+        self._inv_freq = rope.inv_frequencies(cfg.n_rot, cfg.rope_base, ff) * cfg.rope_scale
+        self._inv_freq_swa = rope.inv_frequencies(cfg.n_rot, cfg.rope_base_swa, ff)
+        self._embd_scale = np.float32(math.sqrt(cfg.n_embd)) if cfg.spec.embd_scale_sqrt else None
+
+    # -- the forward pass ---------------------------------------------------------------
+    def forward(self, tokens, pos0: int, all_logits: bool = False) -> np.ndarray:
+        """Run `tokens` at positions pos0.. (their KV goes into the cache) and return logits:
+        (n, V) for every token with all_logits, else (1, V) for the last one (a view of a buffer
+        that the next call overwrites)."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        n = len(tokens)
+        if n == 0:
+            raise ValueError("no tokens to evaluate")
+        if pos0 + n > self.n_ctx:
+            raise ContextOverflowError(f"{pos0 + n} tokens do not fit the context of "
+                                       f"{self.n_ctx} (n_ctx)")
+        if tokens.min() < 0 or tokens.max() >= self.config.n_vocab:
+            raise ValueError(f"token ids must be in 0..{self.config.n_vocab - 1}")
+        del self.cache.tokens[pos0:]
+        chunks = []
+        for c0 in range(0, n, self.state.n):
+            chunk = tokens[c0 : c0 + self.state.n]
+            last = c0 + len(chunk) == n
+            out = self._forward_chunk(chunk, pos0 + c0, all_logits, last)
+            if all_logits:
+                chunks.append(out)
+            self.cache.tokens.extend(int(t) for t in chunk)
+        return np.concatenate(chunks) if all_logits else out
+
+    def _forward_chunk(self, tokens, pos0, all_logits, last):
+        cfg, w, s, cache = self.config, self.weights, self.state, self.cache
+        n = len(tokens)
+        H, KVH, D = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        x, xn, proj = s.x[:n], s.xn[:n], s.proj[:n]
+        qkv, att, gate_up, act = s.qkv[:n], s.att[:n], s.gate_up[:n], s.act[:n]
+        q = qkv[:, : cfg.q_dim].reshape(n, H, D)
+        k = qkv[:, cfg.q_dim : cfg.q_dim + cfg.kv_dim].reshape(n, KVH, D)
+        v = qkv[:, cfg.q_dim + cfg.kv_dim :].reshape(n, KVH, D)
+        positions = s.positions[:n]
+        positions[:] = np.arange(pos0, pos0 + n)
+        w.token_embd.rows_of(tokens, x)
+        if self._embd_scale is not None:
+            x *= self._embd_scale
+        for i, lw in enumerate(w.layers):
+            swa = bool(cfg.swa_layers) and cfg.swa_layers[i]
+            norms.rmsnorm(x, lw.attn_norm, cfg.norm_eps, xn)
+            if lw.wqkv is not None:
+                lw.wqkv(xn, qkv, s.scratch)
+            else:
+                self._into(lw.wq, xn, qkv, 0, cfg.q_dim)
+                self._into(lw.wk, xn, qkv, cfg.q_dim, cfg.kv_dim)
+                self._into(lw.wv, xn, qkv, cfg.q_dim + cfg.kv_dim, cfg.kv_dim)
+            qc = np.ascontiguousarray(q)  # (n, H, D)
+            kc = np.ascontiguousarray(k)  # (n, KVH, D)
+            if lw.q_norm is not None:
+                qf, kf = qc.reshape(n * H, D), kc.reshape(n * KVH, D)
+                norms.rmsnorm(qf, lw.q_norm, cfg.norm_eps, qf)
+                norms.rmsnorm(kf, lw.k_norm, cfg.norm_eps, kf)
+            inv = self._inv_freq_swa if swa else self._inv_freq
+            rope.rope(qc, positions, inv, cfg.spec.rope_neox)
+            rope.rope(kc, positions, inv, cfg.spec.rope_neox)
+            cache.store(i, pos0, kc, v)
+            attn = att.reshape(n, H, D)
+            attention.attention(qc, cache.k[i], cache.v[i], pos0,
+                                cfg.sliding_window if swa else 0, np.float32(cfg.attn_scale),
+                                s.scores, attn)
+            lw.wo(att, proj, s.scratch)
+            if lw.post_attn_norm is not None:
+                norms.rmsnorm(proj, lw.post_attn_norm, cfg.norm_eps, proj)
+            x += proj
+            norms.rmsnorm(x, lw.ffn_norm, cfg.norm_eps, xn)
+            if lw.w_gate is not None:
+                self._into(lw.w_gate, xn, gate_up, 0, cfg.n_ff)
+                self._into(lw.w_up, xn, gate_up, cfg.n_ff, cfg.n_ff)
+            else:
+                lw.w_up(xn, gate_up, s.scratch)
+            activations.gated(gate_up[:, : cfg.n_ff], gate_up[:, cfg.n_ff :], act, cfg.spec.gelu)
+            lw.w_down(act, proj, s.scratch)
+            if lw.post_ffn_norm is not None:
+                norms.rmsnorm(proj, lw.post_ffn_norm, cfg.norm_eps, proj)
+            x += proj
+        if all_logits:
+            norms.rmsnorm(x, w.output_norm, cfg.norm_eps, xn)
+            out = np.empty((n, cfg.n_vocab), np.float32)
+            return w.output(xn, out, s.scratch)
+        if not last:
+            return None
+        norms.rmsnorm(x[n - 1 : n], w.output_norm, cfg.norm_eps, xn[:1])
+        return w.output(xn[:1], s.logits, s.scratch)
+
+    def _into(self, lin, X, buf, c0, width):
+        """lin(X) into columns c0:c0 + width of buf (n, *)."""
+        n = X.shape[0]
+        if n == 1:
+            lin.matvec(X[0], buf[0, c0 : c0 + width])
+        else:
+            tmp = buf[:, c0 : c0 + width]
+            lin.matmul(X, tmp, self.state.scratch)
