@@ -1,3 +1,39 @@
 """gguf-engine: a quantized LLM inference engine for GGUF files, with Numba kernels."""
 
+from __future__ import annotations
+
 __version__ = "0.1.0"
+__all__ = ["GenerationResult", "Model", "Stream", "load", "__version__"]
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def load(model, *, n_ctx: int | None = None, n_threads: int | None = None, device: str = "cpu"):
+    """Load a GGUF model: `model` is a path. Returns a `Model`."""
+    import numba
+
+    from .generation import Model
+
+    if device not in DEVICES:
+        raise ValueError(f"invalid device {device!r} (choose from {', '.join(DEVICES)})")
+    if device == "cuda":
+        raise RuntimeError("device='cuda': the CUDA path is not available in this version; "
+                           "use device='cpu'")
+    if n_threads is not None:
+        limit = numba.config.NUMBA_NUM_THREADS
+        if isinstance(n_threads, bool) or not isinstance(n_threads, int) or not (
+                1 <= n_threads <= limit):
+            raise ValueError(f"invalid n_threads={n_threads!r}: must be 1..{limit} "
+                             "(NUMBA_NUM_THREADS caps it)")
+        numba.set_num_threads(n_threads)
+    if n_ctx is not None and (isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1):
+        raise ValueError(f"invalid n_ctx={n_ctx!r}: must be a positive integer")
+    return Model(model, n_ctx=n_ctx)
+
+
+def __getattr__(name):
+    if name in ("Model", "GenerationResult", "Stream"):
+        from . import generation
+
+        return getattr(generation, name)
+    raise AttributeError(name)

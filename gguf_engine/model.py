@@ -40,8 +40,8 @@ class RunState:
         self.scratch = np.zeros(1 << 19, np.float32)  # dequantized weight tiles for prefill
 
 
-class Model:
-    """A loaded GGUF model with its own context (KV cache)."""
+class Transformer:
+    """The network of a GGUF file with its own context (KV cache): logits from tokens."""
 
     def __init__(self, f: GGUFFile, n_ctx: int | None = None):
         self.file = f

@@ -1,0 +1,246 @@
+"""The user-facing model: tokenize, logits, generate (whole or streamed) and chat."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .chat import GEMMA_TEMPLATE, ChatTemplateError, render
+from .gguf_file import GGUFFile
+from .model import ContextOverflowError, Transformer
+from .sampling import Sampler, SamplingParams, log_softmax
+from .tokenizer import GGUFTokenizer
+
+
+@dataclass
+class Timings:
+    prompt_tokens: int = 0  # tokens evaluated for the prompt (cached ones excluded)
+    prompt_s: float = 0.0
+    generated_tokens: int = 0
+    generation_s: float = 0.0
+
+    @property
+    def prompt_tps(self) -> float:
+        return self.prompt_tokens / self.prompt_s if self.prompt_s else 0.0
+
+    @property
+    def generation_tps(self) -> float:
+        return self.generated_tokens / self.generation_s if self.generation_s else 0.0
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    tokens: list[int]  # generated ids (an end-of-generation token is not included)
+    finish_reason: str  # "stop" (a stop string), "length" (max_tokens or context full), "eos"
+    prompt_tokens: list[int]
+    logprobs: list[dict] | None = None  # with logprobs=k: per token, OpenAI style
+    timings: Timings = field(default_factory=Timings)
+
+
+class Stream:
+    """An iterator of text pieces; `.result` holds the GenerationResult once exhausted."""
+
+    def __init__(self, gen):
+        self._gen = gen
+        self.result: GenerationResult | None = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._gen)
+        except StopIteration as stop:
+            self.result = stop.value
+            raise
+
+
+def _stop_prefix_len(text: str, stops) -> int:
+    """Length of the longest end of `text` that could begin a stop string."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best
+
+
+class Model:
+    """A GGUF model loaded for inference (see `gguf_engine.load`)."""
+
+    def __init__(self, path, *, n_ctx: int | None = None):
+        self.file = GGUFFile(path)
+        self.net = Transformer(self.file, n_ctx=n_ctx)
+        self.tokenizer = GGUFTokenizer(self.file)
+        self.config = self.net.config
+
+    @property
+    def n_ctx(self) -> int:
+        return self.net.n_ctx
+
+    @property
+    def n_vocab(self) -> int:
+        return self.config.n_vocab
+
+    # -- tokens ------------------------------------------------------------------------
+    def tokenize(self, text: str, add_bos: bool | None = None, special: bool = False) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        tk = self.tokenizer
+        return tk.encode(text, tk.add_bos if add_bos is None else add_bos,
+                         tk.add_eos and add_bos is None, special)
+
+    def detokenize(self, ids) -> str:
+        return self.tokenizer.decode(ids)
+
+    def logits(self, tokens) -> np.ndarray:
+        """float32 (len(tokens), n_vocab): logits at every position, from an empty context."""
+        tokens = self._check_tokens(tokens)
+        return self.net.forward(tokens, 0, all_logits=True)
+
+    def _check_tokens(self, tokens) -> list[int]:
+        tokens = [int(t) for t in tokens]
+        if not tokens:
+            raise ValueError("the prompt is empty")
+        bad = [t for t in tokens if not 0 <= t < self.n_vocab]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{self.n_vocab - 1})")
+        if len(tokens) > self.n_ctx:
+            raise ContextOverflowError(f"the prompt has {len(tokens)} tokens but the context "
+                                       f"holds {self.n_ctx} (n_ctx)")
+        return tokens
+
+    # -- generation --------------------------------------------------------------------
+    def generate(self, prompt, max_tokens: int | None = 256, temperature: float = 0.8,
+                 top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+                 repeat_penalty: float = 1.0, presence_penalty: float = 0.0,
+                 frequency_penalty: float = 0.0, seed: int | None = None, stop=(),
+                 logprobs: int | None = None, stream: bool = False):
+        """Continue `prompt` (a string, tokenized with add_bos=None, or token ids as given)."""
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError("the prompt is empty")
+            tokens = self.tokenize(prompt)
+        else:
+            tokens = prompt
+        tokens = self._check_tokens(tokens)
+        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,
+                                frequency_penalty=frequency_penalty, seed=seed)
+        stops = [stop] if isinstance(stop, str) else list(stop or ())
+        if any(not isinstance(s, str) or not s for s in stops):
+            raise ValueError("stop must be a string or a list of non-empty strings")
+        if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int)
+                                     or logprobs < 0):
+            raise ValueError(f"invalid logprobs={logprobs!r}: must be an integer >= 0 or None")
+        if max_tokens is None or max_tokens <= 0:
+            max_tokens = self.n_ctx
+        gen = self._generate(tokens, int(max_tokens), Sampler(params), stops, logprobs)
+        return Stream(gen) if stream else _drain(gen)
+
+    def _generate(self, prompt, max_tokens, sampler, stops, n_logprobs):
+        net, tk = self.net, self.tokenizer
+        timings = Timings()
+        t0 = time.perf_counter()
+        start = net.cache.common_prefix(prompt)
+        start = min(start, len(prompt) - 1)  # the last prompt token is run for its logits
+        logits = net.forward(prompt[start:], start)[0]
+        timings.prompt_tokens = len(prompt) - start
+        timings.prompt_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        history = list(prompt)
+        out_tokens: list[int] = []
+        out_logprobs: list[dict] | None = [] if n_logprobs is not None else None
+        decoder = tk.stream_decoder()
+        text = ""  # everything emitted so far
+        held = ""  # decoded text held back: it may be the start of a stop string
+        finish = "length"
+        while len(out_tokens) < max_tokens:
+            token = sampler.sample(logits, history)
+            if token in tk.eog_ids:
+                finish = "eos"
+                break
+            if out_logprobs is not None:
+                out_logprobs.append(self._logprob_entry(logits, token, n_logprobs))
+            out_tokens.append(token)
+            history.append(token)
+            held += decoder.push(token)
+            if stops:
+                hit = min((i for i in (held.find(s) for s in stops) if i >= 0), default=-1)
+                if hit >= 0:
+                    piece, held = held[:hit], ""
+                    text += piece
+                    if piece:
+                        yield piece
+                    finish = "stop"
+                    break
+                keep = _stop_prefix_len(held, stops)
+                piece, held = held[: len(held) - keep], held[len(held) - keep :]
+            else:
+                piece, held = held, ""
+            if piece:
+                text += piece
+                yield piece
+            if len(out_tokens) >= max_tokens or len(history) >= net.n_ctx:
+                break  # finish stays "length"
+            logits = net.forward([token], len(history) - 1)[0]
+        if finish != "stop":
+            piece = held + decoder.flush()
+            if piece:
+                text += piece
+                yield piece
+        timings.generated_tokens = len(out_tokens)
+        timings.generation_s = time.perf_counter() - t1
+        return GenerationResult(text=text, tokens=out_tokens, finish_reason=finish,
+                                prompt_tokens=list(prompt), logprobs=out_logprobs,
+                                timings=timings)
+
+    def _logprob_entry(self, logits, token, k) -> dict:
+        lp = log_softmax(logits)
+        entry = {"id": token, "token": self._piece_text(token), "logprob": float(lp[token]),
+                 "top_logprobs": []}
+        if k:
+            top = np.argpartition(-lp, min(k, len(lp) - 1))[:k]
+            top = top[np.argsort(-lp[top], kind="stable")]
+            entry["top_logprobs"] = [{"id": int(i), "token": self._piece_text(int(i)),
+                                      "logprob": float(lp[i])} for i in top]
+        return entry
+
+    def _piece_text(self, token: int) -> str:
+        return self.tokenizer.piece(token).decode("utf-8", errors="replace")
+
+    # -- chat --------------------------------------------------------------------------
+    def chat_prompt(self, messages, chat_template: str | None = None) -> list[int]:
+        """The token ids of `messages` rendered with the chat template, ready to generate."""
+        tk = self.tokenizer
+        template = chat_template or self.file.get("tokenizer.chat_template")
+        if template is None:
+            if self.config.spec.name != "gemma3":
+                raise ChatTemplateError(f"{self.file.path} has no chat template; pass "
+                                        "chat_template= (a Jinja2 string)")
+            template = GEMMA_TEMPLATE
+        bos = tk.tokens[tk.bos_id] if tk.bos_id is not None else ""
+        eos = tk.tokens[tk.eos_id] if tk.eos_id is not None else ""
+        text = render(template, messages, bos_token=bos, eos_token=eos)
+        ids = self.tokenize(text, add_bos=False, special=True)
+        if tk.add_bos and tk.bos_id is not None and (not ids or ids[0] != tk.bos_id):
+            ids.insert(0, tk.bos_id)
+        return ids
+
+    def chat(self, messages, chat_template: str | None = None, **sampling):
+        """Reply to `messages` ([{"role": ..., "content": ...}]); same result and streaming forms
+        as `generate`."""
+        return self.generate(self.chat_prompt(messages, chat_template), **sampling)
+
+
+def _drain(gen) -> GenerationResult:
+    """Run a generator to its end and return its return value."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
