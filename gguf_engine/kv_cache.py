@@ -24,7 +24,7 @@ class KVCache:
 
     def common_prefix(self, tokens) -> int:
         n = 0
-        for a, b in zip(self.tokens, tokens):
+        for a, b in zip(self.tokens, tokens, strict=False):
             if a != b:
                 break
             n += 1

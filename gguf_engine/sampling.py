@@ -40,7 +40,8 @@ class SamplingParams:
             bad("min_p", self.min_p, "must be in [0, 1]")
         if self.repeat_penalty <= 0:
             bad("repeat_penalty", self.repeat_penalty, "must be > 0 (1 is off)")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+        seed = self.seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             bad("seed", self.seed, "must be an integer or None")
 
 

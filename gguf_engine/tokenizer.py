@@ -52,7 +52,7 @@ def _gpt2_byte_decoder() -> dict[str, int]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
 
 
 class GGUFTokenizer:
@@ -92,7 +92,8 @@ class GGUFTokenizer:
     # -- building ----------------------------------------------------------------------
     def _digest(self, f: GGUFFile) -> str:
         h = hashlib.sha256(TOKENIZER_CACHE_VERSION.encode())
-        for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.add_space_prefix"):
+        for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre",
+                    "tokenizer.ggml.add_space_prefix"):
             h.update(repr(f.get(key)).encode())
         h.update("\0".join(self.tokens).encode("utf-8", "surrogatepass"))
         h.update(self.types.tobytes())
@@ -193,7 +194,8 @@ class GGUFTokenizer:
         b = self._pieces.get(i)
         if b is None:
             if not 0 <= i < len(self.tokens):
-                raise ValueError(f"token id {i} is outside the vocabulary (0..{len(self.tokens) - 1})")
+                raise ValueError(f"token id {i} is outside the vocabulary "
+                                 f"(0..{len(self.tokens) - 1})")
             t, kind = self.tokens[i], self.types[i]
             if kind == CONTROL or kind == UNUSED:
                 b = b""

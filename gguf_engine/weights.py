@@ -114,7 +114,7 @@ def load_weights(f: GGUFFile, cfg: Config) -> Weights:
     for i in range(cfg.n_layers):
         p = f"blk.{i}."
 
-        def bias(n, rows):
+        def bias(n, rows, p=p):
             return _vector(f, p + n + ".bias", rows, optional=True)
 
         if spec.fused_qkv:
