@@ -1,0 +1,57 @@
+"""Tier 3: the real Gemma 3 270M Q4_K_M against llama.cpp's dequantized-F32 run (exact route),
+teacher-forced on llama.cpp's greedy tokens, pooled over all positions of all 7 prompts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import gguf_engine
+
+CHUNK = 64  # positions per forward pass: bounds the (CHUNK, 262144) logits held at once
+
+
+@pytest.fixture(scope="module")
+def run(gemma_path, fixtures):
+    model = gguf_engine.load(gemma_path, n_ctx=1024)
+    golden = np.load(fixtures / "gemma3-270m" / "golden-a.npz")
+    return model, golden
+
+
+def test_prompts_tokenize_as_llama_cpp(run):
+    model, golden = run
+    prompts = json.loads(bytes(golden["prompts_json"]).decode())
+    assert len(prompts) == 7
+    for i, text in enumerate(prompts):
+        assert model.tokenize(text) == golden[f"prompt_tokens_{i}"].tolist()
+
+
+def test_teacher_forced_logits(run):
+    model, golden = run
+    agree = total = 0
+    worst = 0.0
+    for i in range(7):
+        seq = np.concatenate([golden[f"prompt_tokens_{i}"], golden[f"greedy_{i}"]])
+        ids, vals = golden[f"exact_top_ids_{i}"], golden[f"exact_top_logits_{i}"]
+        n = ids.shape[0]
+        for c0 in range(0, n, CHUNK):
+            c1 = min(n, c0 + CHUNK)
+            logits = model.net.forward(seq[c0:c1], c0, all_logits=True)
+            agree += int((logits.argmax(1) == ids[c0:c1, 0]).sum())
+            mine = logits[np.arange(c1 - c0), ids[c0:c1, 0]]
+            worst = max(worst, float(np.abs(mine - vals[c0:c1, 0]).max()))
+        total += n
+    assert total > 900  # the last prompt alone is 579 tokens, past the 512-token window
+    assert agree / total >= 0.99, f"argmax agreement {agree / total:.4f}"
+    assert worst <= 0.05, f"largest top-1 logit difference {worst:.4f}"
+
+
+def test_free_running_greedy(run):
+    model, golden = run
+    matches = 0
+    for i in range(7):
+        res = model.generate(golden[f"prompt_tokens_{i}"].tolist(), max_tokens=16, temperature=0)
+        matches += res.tokens == golden[f"exact_greedy_{i}"][:16].tolist()
+    assert matches >= 6, f"{matches} of 7 prompts"
