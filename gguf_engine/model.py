@@ -148,9 +148,4 @@ class Transformer:
 
     def _into(self, lin, X, buf, c0, width):
         """lin(X) into columns c0:c0 + width of buf (n, *)."""
-        n = X.shape[0]
-        if n == 1:
-            lin.matvec(X[0], buf[0, c0 : c0 + width])
-        else:
-            tmp = buf[:, c0 : c0 + width]
-            lin.matmul(X, tmp, self.state.scratch)
+        lin(X, buf[:, c0 : c0 + width], self.state.scratch)

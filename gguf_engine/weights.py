@@ -11,6 +11,9 @@ from .gguf_file import GGUFError, GGUFFile, TensorInfo
 from .kernels.quantized import block_rows, dequantize, matmul_view, n_parts
 from .kernels.registry import TypeKernels, UnsupportedTypeError
 
+# Up to this many tokens, reading the quantized blocks once per token beats dequantizing tiles.
+MATVEC_MAX_TOKENS = 4
+
 
 class Linear:
     """y = W x (+ b) with W kept in its GGML blocks."""
@@ -44,8 +47,11 @@ class Linear:
         return out
 
     def __call__(self, X: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
-        if X.shape[0] == 1:
-            self.matvec(X[0], out[0])
+        """X (n, cols) -> out (n, rows): one matvec per token for a few tokens, else tiles of
+        dequantized rows shared by all tokens."""
+        if X.shape[0] <= MATVEC_MAX_TOKENS:
+            for i in range(X.shape[0]):
+                self.matvec(X[i], out[i])
             return out
         return self.matmul(X, out, scratch)
 
