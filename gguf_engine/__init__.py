@@ -8,11 +8,16 @@ __all__ = ["GenerationResult", "Model", "Stream", "load", "__version__"]
 DEVICES = ("cpu", "cuda", "auto")
 
 
-def load(model, *, n_ctx: int | None = None, n_threads: int | None = None, device: str = "cpu"):
-    """Load a GGUF model: `model` is a path. Returns a `Model`."""
+def load(model=None, *, n_ctx: int | None = None, n_threads: int | None = None,
+         device: str = "cpu", hf_repo: str | None = None, hf_file: str | None = None):
+    """Load a GGUF model and return a `Model`. `model` is a local path or `hf://owner/repo/file`
+    (or pass hf_repo= and a filename glob as hf_file=); None loads the embedded default model,
+    Gemma 3 270M Q4_K_M (the 'gemma' extra)."""
     import numba
 
+    from .default_model import default_model_path
     from .generation import Model
+    from .hub import resolve_model
 
     if device not in DEVICES:
         raise ValueError(f"invalid device {device!r} (choose from {', '.join(DEVICES)})")
@@ -28,7 +33,11 @@ def load(model, *, n_ctx: int | None = None, n_threads: int | None = None, devic
         numba.set_num_threads(n_threads)
     if n_ctx is not None and (isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1):
         raise ValueError(f"invalid n_ctx={n_ctx!r}: must be a positive integer")
-    return Model(model, n_ctx=n_ctx)
+    if model is None and not (hf_repo or hf_file):
+        path = default_model_path()
+    else:
+        path = resolve_model(model, hf_repo, hf_file)
+    return Model(path, n_ctx=n_ctx)
 
 
 def __getattr__(name):

@@ -12,7 +12,7 @@ from .kernels.quantized import block_rows, dequantize, matmul_view, n_parts
 from .kernels.registry import TypeKernels, UnsupportedTypeError
 
 # Up to this many tokens, reading the quantized blocks once per token beats dequantizing tiles.
-MATVEC_MAX_TOKENS = 4
+MATVEC_MAX_TOKENS = 16
 
 
 class Linear:
