@@ -75,11 +75,12 @@ def run_bench(model, load_s: float, n_prompt: int, n_gen: int, repetitions: int)
                                {**common, "ttft_s": float(np.median(first)),
                                 "weight_bytes_per_token": net.weights.decode_bytes,
                                 "read_gbs": net.weights.decode_bytes * tg_ts / 1e9}))
+    peak_rss = _peak_rss_bytes()  # before the bandwidth probe allocates its 1 GiB
     bw = read_bandwidth()
     bandwidth = bw["one_thread_gbs"] if numba.get_num_threads() == 1 else bw["two_threads_gbs"]
     for r in records:
         r["bandwidth_gbs"] = bandwidth
-        r["peak_rss_bytes"] = _peak_rss_bytes()
+        r["peak_rss_bytes"] = peak_rss
     return records
 
 
