@@ -46,6 +46,8 @@ def _add_sampling_args(p):
     p.add_argument("--repeat-penalty", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--ignore-eos", action="store_true",
+                   help="keep generating past end-of-generation tokens")
     p.add_argument("--verbose", action="store_true", help="print timings to stderr")
 
 
@@ -59,7 +61,7 @@ def _load(args):
 def _sampling(args) -> dict:
     return dict(max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k,
                 top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
-                seed=args.seed, stop=args.stop)
+                seed=args.seed, stop=args.stop, ignore_eos=args.ignore_eos)
 
 
 def _stream_out(stream, verbose: bool):

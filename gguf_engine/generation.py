@@ -119,8 +119,9 @@ class Model:
                  top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
                  repeat_penalty: float = 1.0, presence_penalty: float = 0.0,
                  frequency_penalty: float = 0.0, seed: int | None = None, stop=(),
-                 logprobs: int | None = None, stream: bool = False):
-        """Continue `prompt` (a string, tokenized with add_bos=None, or token ids as given)."""
+                 logprobs: int | None = None, stream: bool = False, ignore_eos: bool = False):
+        """Continue `prompt` (a string, tokenized with add_bos=None, or token ids as given).
+        ignore_eos keeps generating past end-of-generation tokens (as llama.cpp's --ignore-eos)."""
         if isinstance(prompt, str):
             if not prompt:
                 raise ValueError("the prompt is empty")
@@ -139,10 +140,11 @@ class Model:
             raise ValueError(f"invalid logprobs={logprobs!r}: must be an integer >= 0 or None")
         if max_tokens is None or max_tokens <= 0:
             max_tokens = self.n_ctx
-        gen = self._generate(tokens, int(max_tokens), Sampler(params), stops, logprobs)
+        gen = self._generate(tokens, int(max_tokens), Sampler(params), stops, logprobs,
+                             frozenset() if ignore_eos else self.tokenizer.eog_ids)
         return Stream(gen) if stream else _drain(gen)
 
-    def _generate(self, prompt, max_tokens, sampler, stops, n_logprobs):
+    def _generate(self, prompt, max_tokens, sampler, stops, n_logprobs, eog_ids):
         net, tk = self.net, self.tokenizer
         timings = Timings()
         t0 = time.perf_counter()
@@ -161,7 +163,7 @@ class Model:
         finish = "length"
         while len(out_tokens) < max_tokens:
             token = sampler.sample(logits, history)
-            if token in tk.eog_ids:
+            if token in eog_ids:
                 finish = "eos"
                 break
             if out_logprobs is not None:

@@ -191,7 +191,7 @@ def test_ctrl_c_keeps_output_and_exits_130(tiny):
     import time
 
     proc = subprocess.Popen([sys.executable, "-m", "gguf_engine", "generate", "-m", str(tiny),
-                             "-n", "-1", "-c", "4096", "--temp", "1", "Hello"],
+                             "-n", "-1", "-c", "4096", "--temp", "1", "--ignore-eos", "Hello"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)
     deadline = time.time() + 60

@@ -82,9 +82,10 @@ def test_prefix_cache_reuses_the_common_prefix(llama3):
 
 def test_context_fills_with_finish_reason_length(fixtures):
     model = gguf_engine.load(fixtures / "synthetic" / "llama3-Q8_0.gguf", n_ctx=12)
-    res = model.generate([5, 6, 7, 8, 9, 10, 11, 12], max_tokens=100, temperature=0)
-    assert res.finish_reason in ("length", "eos")
-    assert len(res.prompt_tokens) + len(res.tokens) <= 12
+    res = model.generate([5, 6, 7, 8, 9, 10, 11, 12], max_tokens=100, temperature=1.0, seed=0,
+                         ignore_eos=True)
+    assert res.finish_reason == "length"
+    assert len(res.prompt_tokens) + len(res.tokens) == 12
 
 
 def test_prompt_past_the_context_raises(fixtures):
