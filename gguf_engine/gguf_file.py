@@ -7,6 +7,7 @@ gguf-py's `GGUFReader` builds a NumPy object per vocabulary string (8 s and +720
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,9 @@ _NUMPY_DTYPES = {
 _STRING, _ARRAY = 8, 9
 
 
+_ESCAPED_BYTE = re.compile("[\udc80-\udcfe]")  # surrogateescape's invalid bytes, not 0xFF
+
+
 class GGUFError(ValueError):
     """A GGUF file is malformed or uses something this engine does not support."""
 
@@ -67,16 +71,42 @@ class StringArray:
 
     def to_list(self) -> list[str]:
         if self._items is None:
-            mv = memoryview(self._buf)
-            items = []
-            pos = self._start
-            unpack = struct.Struct("<Q").unpack_from
-            for _ in range(self._count):
-                (n,) = unpack(mv, pos)
-                items.append(bytes(mv[pos + 8 : pos + 8 + n]).decode("utf-8", errors="replace"))
-                pos += 8 + n
-            self._items = items
+            self._items = self._decode_all()
         return self._items
+
+    def _decode_all(self) -> list[str]:
+        """All strings decoded at once: their bytes are joined with 0xFF (never a byte of UTF-8)
+        between them, decoded in one call and split, several times faster than a decode each."""
+        mv = memoryview(self._buf)
+        unpack = struct.Struct("<Q").unpack_from
+        starts = np.empty(self._count, dtype=np.int64)  # (count,) offset of each string's bytes
+        lengths = np.empty(self._count, dtype=np.int64)  # (count,)
+        pos = self._start
+        for i in range(self._count):
+            (n,) = unpack(mv, pos)
+            starts[i], lengths[i] = pos + 8, n
+            pos += 8 + n
+        if self._count == 0:
+            return []
+        span = np.array(self._buf[self._start : pos])  # (span,) a copy we may write separators into
+        rel = starts - self._start
+        edges = np.zeros(len(span) + 1, dtype=np.int64)
+        np.add.at(edges, rel, 1)
+        np.add.at(edges, rel + lengths, -1)
+        keep = np.cumsum(edges[:-1]) > 0  # (span,) True on string bytes
+        seps = rel[1:] - 1  # the last byte of each later string's length prefix
+        # 0xFE and 0xFF are both invalid in UTF-8 and decode to one U+FFFD each, so a string's
+        # own 0xFF bytes can become 0xFE and 0xFF is left to mark the boundaries
+        span[span == 0xFF] = 0xFE
+        span[seps] = 0xFF
+        keep[seps] = True
+        text = span[keep].tobytes().decode("utf-8", errors="surrogateescape")
+        items = text.split("\udcff")
+        if _ESCAPED_BYTE.search(text) is not None:
+            # invalid UTF-8 inside a string decodes as U+FFFD, as a per-string decode would
+            items = [t.encode("utf-8", "surrogateescape").decode("utf-8", errors="replace")
+                     if _ESCAPED_BYTE.search(t) else t for t in items]
+        return items
 
     def __getitem__(self, i):
         return self.to_list()[i]

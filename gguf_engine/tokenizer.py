@@ -7,8 +7,9 @@ table of token bytes.
 - Byte-level BPE (`gpt2`): the file's merges, with the pre-tokenizer regex that
   `tokenizer.ggml.pre` names (llama.cpp's `llama-vocab.cpp`).
 Control tokens are special (parsed only with `special=True`); user-defined tokens are always
-parsed, as in llama.cpp. Building the SentencePiece merges takes a second or two on a 262k
-vocabulary, so the built tokenizer is cached on disk, keyed by a digest of the vocabulary.
+parsed, as in llama.cpp. Finding the SentencePiece merges takes a second or two on a 262k
+vocabulary, so they are cached on disk as token-id pairs, keyed by a digest of the vocabulary
+(loading a saved tokenizer.json would take longer than building the tokenizer from them).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ PRE_TOKENIZER_REGEX = {
 # llama.cpp treats the end of generation as any of these token texts, besides EOS/EOT/EOM ids.
 EOG_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
              "<EOT>", "_<EOT>", "<|end_of_text|>", "<|return|>", "<|call|>")
-TOKENIZER_CACHE_VERSION = "1"
+TOKENIZER_CACHE_VERSION = "2"
 
 
 def _gpt2_byte_decoder() -> dict[str, int]:
@@ -82,12 +83,12 @@ class GGUFTokenizer:
         self.add_eos = bool(f.get("tokenizer.ggml.add_eos_token", False))
         eog = {i for i in (self.eos_id, self.eot_id, f.get("tokenizer.ggml.eom_token_id"))
                if i is not None}
-        eog |= {i for i, t in enumerate(self.tokens) if t in EOG_TEXTS
-                and self.types[i] in (CONTROL, USER_DEFINED)}
+        marked = np.flatnonzero((self.types == CONTROL) | (self.types == USER_DEFINED))
+        eog |= {int(i) for i in marked if self.tokens[i] in EOG_TEXTS}
         self.eog_ids = frozenset(eog)
         self._pieces: dict[int, bytes] = {}
         self._byte_decoder = None if is_spm else _gpt2_byte_decoder()
-        self.tok = self._load_or_build(f)
+        self.tok = self._build_spm(f) if self.kind == "llama" else self._build_bpe(f)
 
     # -- building ----------------------------------------------------------------------
     def _digest(self, f: GGUFFile) -> str:
@@ -104,51 +105,51 @@ class GGUFTokenizer:
                          else "\n".join(v.to_list()).encode())
         return h.hexdigest()[:24]
 
-    def _load_or_build(self, f: GGUFFile) -> Tokenizer:
-        path = cache_dir() / "tokenizers" / f"{self._digest(f)}.json"
-        if path.is_file():
-            try:
-                return Tokenizer.from_file(str(path))
-            except Exception:  # a damaged cache entry is rebuilt, not fatal
-                pass
-        tok = self._build_spm(f) if self.kind == "llama" else self._build_bpe(f)
+    def _spm_merges(self, f: GGUFFile, scores: np.ndarray) -> np.ndarray:
+        """(n_merges, 2) int32 token ids (left, right), best first: every split of a mergeable
+        piece into two vocabulary pieces, ranked by the merged piece's score. Cached on disk."""
+        path = cache_dir() / "tokenizers" / f"{self._digest(f)}.merges.npy"
+        try:
+            return np.load(path)
+        except (OSError, ValueError):
+            pass  # not cached yet, or a damaged entry: rebuild it
+        vocab = {t: i for i, t in enumerate(self.tokens)}
+        mergeable = (self.types == NORMAL) | (self.types == USER_DEFINED)
+        found = []  # (-score, merged id, left id, right id)
+        for i, piece in enumerate(self.tokens):
+            if not mergeable[i] or len(piece) < 2:
+                continue
+            for k in range(1, len(piece)):
+                left, right = vocab.get(piece[:k]), vocab.get(piece[k:])
+                if left is not None and right is not None:
+                    found.append((-scores[i], i, left, right))
+        found.sort()
+        merges = np.array([(m[2], m[3]) for m in found], dtype=np.int32).reshape(-1, 2)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tok.save(str(tmp))
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(tmp, merges)
             os.replace(tmp, path)
         except OSError:
             pass  # a read-only cache only costs the rebuild next time
-        return tok
+        return merges
 
     def _added_tokens(self) -> list[AddedToken]:
-        added = []
-        for i, t in enumerate(self.tokens):
-            if self.types[i] == CONTROL:
-                added.append((i, AddedToken(t, special=True, normalized=False)))
-            elif self.types[i] == USER_DEFINED:
-                added.append((i, AddedToken(t, special=False, normalized=False)))
-        return [a for _, a in sorted(added, key=lambda x: x[0])]
+        special = np.flatnonzero((self.types == CONTROL) | (self.types == USER_DEFINED))
+        return [AddedToken(self.tokens[i], special=bool(self.types[i] == CONTROL),
+                           normalized=False) for i in special]
 
     def _build_spm(self, f: GGUFFile) -> Tokenizer:
         scores = f.get("tokenizer.ggml.scores")
         if scores is None:
             raise GGUFError(f"{f.path}: a SentencePiece vocabulary needs tokenizer.ggml.scores")
-        scores = np.asarray(scores, dtype=np.float64)
-        vocab = {t: i for i, t in enumerate(self.tokens)}
-        mergeable = (self.types == NORMAL) | (self.types == USER_DEFINED)
-        merges = []  # (score, id, left, right)
-        for i, piece in enumerate(self.tokens):
-            if not mergeable[i] or len(piece) < 2:
-                continue
-            for k in range(1, len(piece)):
-                left, right = piece[:k], piece[k:]
-                if left in vocab and right in vocab:
-                    merges.append((-scores[i], i, left, right))
-        merges.sort(key=lambda m: (m[0], m[1]))
-        unk = next((t for i, t in enumerate(self.tokens) if self.types[i] == UNKNOWN), None)
-        model = models.BPE(vocab=vocab, merges=[(m[2], m[3]) for m in merges], unk_token=unk,
-                           byte_fallback=True, fuse_unk=True)
+        ids = self._spm_merges(f, np.asarray(scores, dtype=np.float64))
+        toks = self.tokens
+        pieces = np.array(toks, dtype=object)  # (n_vocab,) for vectorized lookups
+        merges = list(zip(pieces[ids[:, 0]].tolist(), pieces[ids[:, 1]].tolist(), strict=True))
+        unk = next((toks[i] for i in np.flatnonzero(self.types == UNKNOWN)[:1]), None)
+        model = models.BPE(vocab={t: i for i, t in enumerate(toks)}, merges=merges,
+                           unk_token=unk, byte_fallback=True, fuse_unk=True)
         tok = Tokenizer(model)
         norm = [normalizers.Replace(" ", "▁")]
         if self.add_space_prefix:

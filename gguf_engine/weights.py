@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from gguf import GGMLQuantizationType
 
 from .config import Config
 from .gguf_file import GGUFError, GGUFFile, TensorInfo
 from .kernels.quantized import block_rows, dequantize, matmul_view, n_parts
 from .kernels.registry import TypeKernels, UnsupportedTypeError
+
+_NUMPY_FLOATS = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16}
 
 # Up to this many tokens, reading the quantized blocks once per token beats dequantizing tiles.
 MATVEC_MAX_TOKENS = 16
@@ -101,7 +104,10 @@ def _vector(f: GGUFFile, name: str, n: int | None = None, optional=False) -> np.
     if optional and name not in f.tensors:
         return None
     t = f.tensor(name)
-    v = dequantize(t.data, t.ggml_type, (t.n_elements,))
+    if t.ggml_type in _NUMPY_FLOATS:  # plain floats: NumPy converts them without a kernel
+        v = t.data.reshape(-1).view(_NUMPY_FLOATS[t.ggml_type]).astype(np.float32)
+    else:
+        v = dequantize(t.data, t.ggml_type, (t.n_elements,))
     if n is not None and v.shape != (n,):
         raise GGUFError(f"{f.path}: tensor {name!r} has {v.shape[0]} values, expected {n}")
     return v
