@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+
+# Installed, the top-level folder kernels/ becomes gguf_engine.kernels (see pyproject.toml). Run
+# from a checkout without an editable install (python -m pytest puts the checkout first on
+# sys.path), the same name must reach that folder too.
+_here = Path(__file__).resolve().parent
+if not (_here / "kernels").is_dir() and (_here.parent / "kernels" / "__init__.py").is_file():
+    __path__.append(str(_here.parent))  # noqa: F821 (the package's own __path__)
 __all__ = ["GenerationResult", "Model", "Stream", "load", "__version__"]
 
 DEVICES = ("cpu", "cuda", "auto")
