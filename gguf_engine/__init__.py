@@ -30,9 +30,10 @@ def load(model=None, *, n_ctx: int | None = None, n_threads: int | None = None,
 
     if device not in DEVICES:
         raise ValueError(f"invalid device {device!r} (choose from {', '.join(DEVICES)})")
-    if device == "cuda":
-        raise RuntimeError("device='cuda': the CUDA path is not available in this version; "
-                           "use device='cpu'")
+    if device == "auto":  # only here, and for "cuda", is numba.cuda imported
+        from .cuda_model import cuda_available
+
+        device = "cuda" if cuda_available() else "cpu"
     if n_threads is not None:
         limit = numba.config.NUMBA_NUM_THREADS
         if isinstance(n_threads, bool) or not isinstance(n_threads, int) or not (
@@ -46,7 +47,7 @@ def load(model=None, *, n_ctx: int | None = None, n_threads: int | None = None,
         path = default_model_path()
     else:
         path = resolve_model(model, hf_repo, hf_file)
-    return Model(path, n_ctx=n_ctx)
+    return Model(path, n_ctx=n_ctx, device=device)
 
 
 def __getattr__(name):

@@ -72,9 +72,15 @@ def _stop_prefix_len(text: str, stops) -> int:
 class Model:
     """A GGUF model loaded for inference (see `gguf_engine.load`)."""
 
-    def __init__(self, path, *, n_ctx: int | None = None):
+    def __init__(self, path, *, n_ctx: int | None = None, device: str = "cpu"):
         self.file = GGUFFile(path)
-        self.net = Transformer(self.file, n_ctx=n_ctx)
+        self.device = device
+        if device == "cuda":
+            from .cuda_model import CudaTransformer
+
+            self.net = CudaTransformer(self.file, n_ctx=n_ctx)
+        else:
+            self.net = Transformer(self.file, n_ctx=n_ctx)
         self.tokenizer = GGUFTokenizer(self.file)
         self.config = self.net.config
 

@@ -35,6 +35,10 @@ class RunState:
         self.gate_up = np.zeros((n, 2 * F), np.float32)  # (n, 2F) [gate | up]
         self.act = np.zeros((n, F), np.float32)  # (n, F)
         self.positions = np.zeros(n, np.int64)  # (n,)
+        self.steps = np.arange(n, dtype=np.int64)  # (n,) 0..n-1, to make positions from
+        self.ids = np.zeros(n, np.int64)  # (n,) token ids of the chunk
+        self.q = np.zeros((n, cfg.n_heads, cfg.head_dim), np.float32)  # (n, H, D) rotated q
+        self.k = np.zeros((n, cfg.n_kv_heads, cfg.head_dim), np.float32)  # (n, KVH, D) rotated k
         self.scores = np.zeros((4 * numba.config.NUMBA_NUM_THREADS, n_ctx), np.float32)
         self.logits = np.zeros((1, cfg.n_vocab), np.float32)  # (1, V) last position's logits
         self.scratch = np.zeros(1 << 19, np.float32)  # dequantized weight tiles for prefill
@@ -94,9 +98,12 @@ class Transformer:
         q = qkv[:, : cfg.q_dim].reshape(n, H, D)
         k = qkv[:, cfg.q_dim : cfg.q_dim + cfg.kv_dim].reshape(n, KVH, D)
         v = qkv[:, cfg.q_dim + cfg.kv_dim :].reshape(n, KVH, D)
+        qc, kc = s.q[:n], s.k[:n]  # contiguous copies that RoPE rotates in place
         positions = s.positions[:n]
-        positions[:] = np.arange(pos0, pos0 + n)
-        w.token_embd.rows_of(tokens, x)
+        np.add(s.steps[:n], pos0, out=positions)
+        ids = s.ids[:n]
+        ids[:] = tokens
+        w.token_embd.rows_of(ids, x)
         if self._embd_scale is not None:
             x *= self._embd_scale
         for i, lw in enumerate(w.layers):
@@ -108,8 +115,8 @@ class Transformer:
                 self._into(lw.wq, xn, qkv, 0, cfg.q_dim)
                 self._into(lw.wk, xn, qkv, cfg.q_dim, cfg.kv_dim)
                 self._into(lw.wv, xn, qkv, cfg.q_dim + cfg.kv_dim, cfg.kv_dim)
-            qc = np.ascontiguousarray(q)  # (n, H, D)
-            kc = np.ascontiguousarray(k)  # (n, KVH, D)
+            np.copyto(qc, q)
+            np.copyto(kc, k)
             if lw.q_norm is not None:
                 qf, kf = qc.reshape(n * H, D), kc.reshape(n * KVH, D)
                 norms.rmsnorm(qf, lw.q_norm, cfg.norm_eps, qf)

@@ -9,7 +9,7 @@ from gguf import GGMLQuantizationType
 
 from .config import Config
 from .gguf_file import GGUFError, GGUFFile, TensorInfo
-from .kernels.quantized import block_rows, dequantize, matmul_view, n_parts
+from .kernels.quantized import block_rows, dequantize, matmul_view, matvec_scratch
 from .kernels.registry import TypeKernels, UnsupportedTypeError
 
 _NUMPY_FLOATS = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16}
@@ -33,11 +33,11 @@ class Linear:
         self.rows, self.cols = t.shape
         self.nbytes = t.nbytes
         self.bias = bias  # (rows,) float32 or None
-        self._parts = n_parts(self.rows)
+        self._scratch = matvec_scratch(self.tk, self.rows)  # (n_parts, 4, block)
 
     def matvec(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         """x (cols,) -> out (rows,)."""
-        self.tk.kernels.matvec_rows(self.w, x, out, self._parts)
+        self.tk.kernels.matvec_rows(self.w, x, out, self._scratch)
         if self.bias is not None:
             out += self.bias
         return out
@@ -60,7 +60,7 @@ class Linear:
 
     def rows_of(self, ids: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Dequantized rows `ids` (an embedding lookup): out (len(ids), cols)."""
-        self.tk.kernels.dequantize_rows(self.w[ids], out)
+        self.tk.kernels.gather_rows(self.w, ids, out)
         return out
 
 

@@ -43,9 +43,11 @@ def block_rows(data: np.ndarray, ggml_type, shape) -> tuple[TypeKernels, np.ndar
     return tk, w.view(tk.view)
 
 
-def n_parts(rows: int) -> int:
-    """Row chunks per matvec: several per thread so an uneven split costs little."""
-    return max(1, min((rows + 3) // 4, 8 * numba.get_num_threads()))
+def matvec_scratch(tk: TypeKernels, rows: int) -> np.ndarray:
+    """(n_parts, 4, block) float32 scratch for `matvec_rows`: several row chunks per thread so
+    an uneven split costs little. Allocate once and reuse it for every call."""
+    parts = max(1, min((rows + 3) // 4, 8 * numba.get_num_threads()))
+    return np.empty((parts, 4, tk.block), dtype=np.float32)
 
 
 def _check_out(out, shape, name):
@@ -75,7 +77,7 @@ def matvec(data, ggml_type, shape, x, out=None) -> np.ndarray:
     if x.shape != (cols,):
         raise ValueError(f"x must have shape ({cols},), got {x.shape}")
     out = _check_out(out, (rows,), "out")
-    tk.kernels.matvec_rows(w, x, out, n_parts(rows))
+    tk.kernels.matvec_rows(w, x, out, matvec_scratch(tk, rows))
     return out
 
 

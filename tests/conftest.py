@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# numba.cuda runs on its simulator in the tests unless a caller chose otherwise (on a GPU
+# machine: NUMBA_ENABLE_CUDASIM=0). It must be set before numba is imported.
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 

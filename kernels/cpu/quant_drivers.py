@@ -49,14 +49,26 @@ def dequantize_rows(w, out):
             dequant_block(wr, b, outr, b * BLOCK)
 
 
-def matvec_rows(w, x, out, n_parts):
+def gather_rows(w, ids, out):
+    """out[i] = row ids[i] of w, dequantized (an embedding lookup); bit-exact."""
+    nb = out.shape[1] // BLOCK
+    for i in prange(ids.shape[0]):
+        wr = w[ids[i]]
+        outr = out[i]
+        for b in range(nb):
+            dequant_block(wr, b, outr, b * BLOCK)
+
+
+def matvec_rows(w, x, out, scratch):
     """out[r] = dot(row r of w, x) for w (rows, row_units), x (cols,), out (rows,).
-    Four rows at a time share every loaded x value; n_parts chunks go to the threads."""
+    Four rows at a time share every loaded x value. scratch (n_parts, 4, BLOCK) float32: one
+    slice per parallel part (generic types dequantize into it); n_parts chunks go to threads."""
     rows = w.shape[0]
     nb = x.shape[0] // BLOCK
     n_groups = (rows + 3) // 4
+    n_parts = scratch.shape[0]
     for part in prange(n_parts):
-        tmp = np.empty((4, BLOCK), dtype=np.float32)  # (4, BLOCK) scratch for generic types
+        tmp = scratch[part]
         for g in range(part * n_groups // n_parts, (part + 1) * n_groups // n_parts):
             r = 4 * g
             # a short last group repeats its last row; only real rows are stored
@@ -108,6 +120,7 @@ def build(mod) -> SimpleNamespace:
     names = dict(BLOCK=mod.BLOCK, dequant_block=mod.dequant_block, dot4_block=dot4)
     return SimpleNamespace(
         dequantize_rows=njit(parallel=True, cache=True)(_bind(dequantize_rows, suffix, **names)),
+        gather_rows=njit(parallel=True, cache=True)(_bind(gather_rows, suffix, **names)),
         matvec_rows=njit(parallel=True, cache=True, fastmath=FASTMATH)(
             _bind(matvec_rows, suffix, **names)
         ),

@@ -1,0 +1,191 @@
+"""The numba.cuda kernels under Numba's CUDA simulator (tiny shapes) against the CPU kernels,
+and a simulated greedy generation against the CPU path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from numba import config
+from test_quant_kernels import random_weights
+
+from gguf_engine import kernels
+
+pytestmark = pytest.mark.skipif(not config.ENABLE_CUDASIM,
+                                reason="simulator tests (NUMBA_ENABLE_CUDASIM=0 here)")
+
+TYPES = ["F32", "F16", "Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q6_K"]
+
+
+def _ops():
+    from gguf_engine.kernels.cuda import ops
+    from numba import cuda
+
+    return cuda, ops
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_matvec_matmul_dequantize(name):
+    from gguf import GGMLQuantizationType as T
+
+    cuda, ops = _ops()
+    t = T[name]
+    rng = np.random.default_rng(int(t))
+    rows, cols = 5, 256
+    data = random_weights(t, rows, cols, rng)
+    _, w = kernels.quantized.block_rows(data, t, (rows, cols))
+    dw = cuda.to_device(np.ascontiguousarray(w))
+    ref_w = kernels.dequantize(data, t, (rows, cols))
+    out = cuda.device_array((rows, cols), np.float32)
+    ops.launch_dequantize(t, dw, out)
+    np.testing.assert_array_equal(out.copy_to_host(), ref_w)
+    x = rng.standard_normal(cols).astype(np.float32)
+    y = cuda.device_array(rows, np.float32)
+    ops.launch_matvec(t, dw, cuda.to_device(x), y)
+    ref = kernels.matvec(data, t, (rows, cols), x)
+    np.testing.assert_allclose(y.copy_to_host(), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    X = rng.standard_normal((3, cols)).astype(np.float32)
+    Y = cuda.device_array((3, rows), np.float32)
+    ops.launch_matmul(t, dw, cuda.to_device(X), Y)
+    refm = kernels.matmul(data, t, (rows, cols), X)
+    np.testing.assert_allclose(Y.copy_to_host(), refm, rtol=1e-4, atol=1e-4 * np.abs(refm).max())
+
+
+def test_rmsnorm_rope_gated():
+    cuda, ops = _ops()
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 40)).astype(np.float32)
+    w = rng.standard_normal(40).astype(np.float32)
+    out = cuda.device_array_like(x)
+    ops.launch_rmsnorm(cuda.to_device(x), cuda.to_device(w), 1e-6, out)
+    ref = np.empty_like(x)
+    kernels.norms.rmsnorm(x, w, 1e-6, ref)
+    np.testing.assert_allclose(out.copy_to_host(), ref, rtol=1e-5, atol=1e-6)
+    for neox in (False, True):
+        q = rng.standard_normal((2, 2, 16)).astype(np.float32)
+        pos = np.array([3, 9], dtype=np.int64)
+        inv = kernels.rope.inv_frequencies(16, 10000.0)
+        dq = cuda.to_device(q)
+        ops.launch_rope(dq, cuda.to_device(pos), cuda.to_device(inv), neox)
+        kernels.rope.rope(q, pos, inv, neox)
+        np.testing.assert_allclose(dq.copy_to_host(), q, rtol=1e-5, atol=1e-6)
+    for gelu in (False, True):
+        gu = rng.standard_normal((2, 24)).astype(np.float32)
+        act = cuda.device_array((2, 12), np.float32)
+        g, b = ops.grid2(2, 12)
+        ops.gated[g, b](cuda.to_device(gu), 12, act, gelu)
+        ref = np.empty((2, 12), np.float32)
+        kernels.activations.gated(gu[:, :12], gu[:, 12:], ref, gelu)
+        np.testing.assert_allclose(act.copy_to_host(), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("window", [0, 3])
+def test_attention_gqa_window(window):
+    cuda, ops = _ops()
+    rng = np.random.default_rng(2)
+    n, H, KVH, D, n_ctx, pos0 = 3, 4, 2, 8, 8, 2
+    q = rng.standard_normal((n, H, D)).astype(np.float32)
+    k = rng.standard_normal((KVH, n_ctx, D)).astype(np.float32)
+    v = rng.standard_normal((KVH, n_ctx, D)).astype(np.float32)
+    out = cuda.device_array((n, H, D), np.float32)
+    scores = cuda.device_array((n * H, n_ctx), np.float32)
+    ops.launch_attention(cuda.to_device(q), cuda.to_device(k), cuda.to_device(v), pos0, window,
+                         0.35, scores, out)
+    ref = np.empty((n, H, D), np.float32)
+    kernels.attention.attention(q, k, v, pos0, window, np.float32(0.35),
+                                np.empty((2, n_ctx), np.float32), ref)
+    np.testing.assert_allclose(out.copy_to_host(), ref, rtol=1e-5, atol=1e-6)
+
+
+def _tiny_model(path, arch="llama"):
+    """A 2-layer model with grouped-query heads and Q8_0 matrices, small enough for the
+    simulator (a shared fixture takes minutes per token there: each simulated array access is
+    Python code)."""
+    import gguf
+    from gguf import GGMLQuantizationType as T
+
+    rng = np.random.default_rng(0)
+    E, F, V, L = 64, 64, 32, 2
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(L)
+    w.add_embedding_length(E)
+    w.add_feed_forward_length(F)
+    w.add_head_count(4)
+    w.add_head_count_kv(2)
+    w.add_context_length(32)
+    w.add_layer_norm_rms_eps(1e-5)
+
+    def mat(name, rows, cols):
+        data = rng.standard_normal((rows, cols)).astype(np.float32) * 0.3
+        w.add_tensor(name, gguf.quantize(data, T.Q8_0), raw_dtype=T.Q8_0)
+
+    def vec(name, n):
+        w.add_tensor(name, (1 + 0.1 * rng.standard_normal(n)).astype(np.float32))
+
+    mat("token_embd.weight", V, E)
+    mat("output.weight", V, E)
+    vec("output_norm.weight", E)
+    for i in range(L):
+        p = f"blk.{i}."
+        vec(p + "attn_norm.weight", E)
+        vec(p + "ffn_norm.weight", E)
+        mat(p + "attn_q.weight", E, E)
+        mat(p + "attn_k.weight", E // 2, E)
+        mat(p + "attn_v.weight", E // 2, E)
+        mat(p + "attn_output.weight", E, E)
+        mat(p + "ffn_gate.weight", F, E)
+        mat(p + "ffn_up.weight", F, E)
+        mat(p + "ffn_down.weight", E, F)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.mark.skipif(not os.environ.get("GGUF_ENGINE_SLOW_SIM"),
+                    reason="takes over 10 minutes in the simulator; GGUF_ENGINE_SLOW_SIM=1 runs it")
+def test_simulated_greedy_generation_equals_cpu(tmp_path):
+    from gguf_engine.cuda_model import CudaTransformer
+    from gguf_engine.gguf_file import GGUFFile
+    from gguf_engine.model import Transformer
+
+    f = GGUFFile(_tiny_model(tmp_path / "tiny.gguf"))
+    cpu, gpu = Transformer(f, n_ctx=16), CudaTransformer(f, n_ctx=16)
+    prompt = [3, 17, 5]
+    ref = cpu.forward(prompt, 0, all_logits=True)
+    got = gpu.forward(prompt, 0, all_logits=True)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+    def greedy(net, n):
+        tokens = list(prompt)
+        logits = net.forward(tokens, 0)[0]
+        for _ in range(n):
+            tokens.append(int(np.argmax(logits)))
+            logits = net.forward(tokens[-1:], len(tokens) - 1)[0]
+        return tokens[len(prompt):]
+
+    assert greedy(gpu, 4) == greedy(cpu, 4)
+
+
+def test_cpu_device_does_not_import_numba_cuda(fixtures):
+    code = ("import sys, gguf_engine; m = gguf_engine.load(sys.argv[1], n_ctx=16); "
+            "m.generate('hi', max_tokens=1); print('numba.cuda' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code,
+                          str(fixtures / "synthetic" / "llama-Q8_0.gguf")],
+                         capture_output=True, text=True, env=dict(os.environ), check=True)
+    assert res.stdout.strip() == "False"
+
+
+def test_cuda_without_gpu_is_a_clear_error(fixtures):
+    code = ("import sys, gguf_engine\n"
+            "try:\n    gguf_engine.load(sys.argv[1], device='cuda')\n"
+            "except RuntimeError as e:\n    print('ERR', e)\n")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0", CUDA_VISIBLE_DEVICES="")
+    res = subprocess.run([sys.executable, "-c", code,
+                          str(fixtures / "synthetic" / "llama-Q8_0.gguf")],
+                         capture_output=True, text=True, env=env)
+    assert "ERR" in res.stdout and "device='cpu'" in res.stdout, res.stdout + res.stderr
