@@ -11,7 +11,7 @@ from .config import Config
 from .gguf_file import GGUFFile
 from .kernels.cpu.rope import inv_frequencies
 from .kv_cache import KVCache
-from .model import DEFAULT_N_CTX, PREFILL_CHUNK, ContextOverflowError
+from .model import DEFAULT_N_CTX, PREFILL_CHUNK, Transformer
 from .weights import Linear, Weights, load_weights
 
 
@@ -49,8 +49,8 @@ class _DeviceLinear:
         return out
 
 
-class CudaTransformer:
-    """Same interface as `model.Transformer`; forward() returns host logits."""
+class CudaTransformer(Transformer):
+    """`model.Transformer` with its forward pass on the GPU; forward() returns host logits."""
 
     def __init__(self, f: GGUFFile, n_ctx: int | None = None):
         if not cuda_available():
@@ -99,27 +99,7 @@ class CudaTransformer:
         self.logits = zeros(1, cfg.n_vocab)  # (1, V)
         self._cuda = cuda
 
-    def forward(self, tokens, pos0: int, all_logits: bool = False) -> np.ndarray:
-        tokens = np.asarray(tokens, dtype=np.int64)
-        n = len(tokens)
-        if n == 0:
-            raise ValueError("no tokens to evaluate")
-        if pos0 + n > self.n_ctx:
-            raise ContextOverflowError(f"{pos0 + n} tokens do not fit the context of "
-                                       f"{self.n_ctx} (n_ctx)")
-        if tokens.min() < 0 or tokens.max() >= self.config.n_vocab:
-            raise ValueError(f"token ids must be in 0..{self.config.n_vocab - 1}")
-        del self.cache.tokens[pos0:]
-        outs = []
-        for c0 in range(0, n, self.chunk):
-            chunk = tokens[c0 : c0 + self.chunk]
-            out = self._forward_chunk(chunk, pos0 + c0, all_logits)
-            if all_logits or c0 + len(chunk) == n:
-                outs.append(out)
-            self.cache.tokens.extend(int(t) for t in chunk)
-        return np.concatenate(outs) if all_logits else outs[-1]
-
-    def _forward_chunk(self, tokens, pos0, all_logits):
+    def _forward_chunk(self, tokens, pos0, all_logits, last):
         from .kernels.cuda import ops
 
         cuda, cfg = self._cuda, self.config
@@ -178,6 +158,8 @@ class CudaTransformer:
             out = cuda.device_array((n, cfg.n_vocab), np.float32)
             self.output(xn, out)
             return out.copy_to_host()
+        if not last:
+            return None
         ops.launch_rmsnorm(x[n - 1 : n], self.output_norm, cfg.norm_eps, xn[:1])
         self.output(xn[:1], self.logits)
         return self.logits.copy_to_host()

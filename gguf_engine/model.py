@@ -57,7 +57,8 @@ class Transformer:
             raise ValueError(f"n_ctx must be at least 1, got {n_ctx}")
         self.n_ctx = int(n_ctx)
         self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, self.n_ctx, cfg.head_dim)
-        self.state = RunState(cfg, min(PREFILL_CHUNK, self.n_ctx), self.n_ctx)
+        self.chunk = min(PREFILL_CHUNK, self.n_ctx)  # tokens per forward pass at most
+        self.state = RunState(cfg, self.chunk, self.n_ctx)
         ff = self.weights.rope_freqs
         # (n_rot // 2,) float64 per layer kind: RoPE frequencies of global and sliding layers
         self._inv_freq = rope.inv_frequencies(cfg.n_rot, cfg.rope_base, ff) * cfg.rope_scale
@@ -80,8 +81,8 @@ class Transformer:
             raise ValueError(f"token ids must be in 0..{self.config.n_vocab - 1}")
         del self.cache.tokens[pos0:]
         chunks = []
-        for c0 in range(0, n, self.state.n):
-            chunk = tokens[c0 : c0 + self.state.n]
+        for c0 in range(0, n, self.chunk):
+            chunk = tokens[c0 : c0 + self.chunk]
             last = c0 + len(chunk) == n
             out = self._forward_chunk(chunk, pos0 + c0, all_logits, last)
             if all_logits:

@@ -146,29 +146,31 @@ def _tiny_model(path, arch="llama"):
     return path
 
 
-@pytest.mark.skipif(not os.environ.get("GGUF_ENGINE_SLOW_SIM"),
-                    reason="takes over 10 minutes in the simulator; GGUF_ENGINE_SLOW_SIM=1 runs it")
 def test_simulated_greedy_generation_equals_cpu(tmp_path):
+    """Decode steps only (about 20 s each in the simulator); prefill's matmul kernel is
+    checked on its own above."""
     from gguf_engine.cuda_model import CudaTransformer
     from gguf_engine.gguf_file import GGUFFile
     from gguf_engine.model import Transformer
 
     f = GGUFFile(_tiny_model(tmp_path / "tiny.gguf"))
     cpu, gpu = Transformer(f, n_ctx=16), CudaTransformer(f, n_ctx=16)
-    prompt = [3, 17, 5]
-    ref = cpu.forward(prompt, 0, all_logits=True)
-    got = gpu.forward(prompt, 0, all_logits=True)
-    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    prompt = [3]
 
     def greedy(net, n):
         tokens = list(prompt)
-        logits = net.forward(tokens, 0)[0]
+        logits = net.forward(tokens, 0)[0].copy()
+        steps = [logits]
         for _ in range(n):
             tokens.append(int(np.argmax(logits)))
-            logits = net.forward(tokens[-1:], len(tokens) - 1)[0]
-        return tokens[len(prompt):]
+            logits = net.forward(tokens[-1:], len(tokens) - 1)[0].copy()
+            steps.append(logits)
+        return tokens[len(prompt):], np.stack(steps)
 
-    assert greedy(gpu, 4) == greedy(cpu, 4)
+    gpu_tokens, gpu_logits = greedy(gpu, 2)
+    cpu_tokens, cpu_logits = greedy(cpu, 2)
+    assert gpu_tokens == cpu_tokens
+    np.testing.assert_allclose(gpu_logits, cpu_logits, atol=1e-4 * np.abs(cpu_logits).max())
 
 
 def test_cpu_device_does_not_import_numba_cuda(fixtures):
