@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import resource
-import sys
 import time
 
 import numba
@@ -107,6 +106,3 @@ def header() -> str:
     return (f"numba {numba.__version__}, threading layer {numba.threading_layer()}, "
             f"{numba.get_num_threads()} threads")
 
-
-def print_header(out=sys.stderr):
-    print(header(), file=out)

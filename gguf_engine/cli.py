@@ -24,8 +24,8 @@ def _positive_int(s: str) -> int:
     return v
 
 
-def _add_model_args(p, required=False):
-    p.add_argument("-m", "--model", required=required,
+def _add_model_args(p):
+    p.add_argument("-m", "--model",
                    help="GGUF file or hf://owner/repo/file.gguf (default: the embedded Gemma 3 "
                         "270M Q4_K_M)")
     p.add_argument("--hf-repo", help="Hugging Face repository, owner/name")

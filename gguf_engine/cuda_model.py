@@ -11,7 +11,7 @@ from .config import Config
 from .gguf_file import GGUFFile
 from .kernels.cpu.rope import inv_frequencies
 from .kv_cache import KVCache
-from .model import DEFAULT_N_CTX, PREFILL_CHUNK, Transformer
+from .model import PREFILL_CHUNK, Transformer, context_size
 from .weights import Linear, Weights, load_weights
 
 
@@ -62,7 +62,7 @@ class CudaTransformer(Transformer):
         self.file = f
         self.config = cfg = Config.from_gguf(f)
         self.weights: Weights = load_weights(f, cfg)  # host views, kept for decode_bytes
-        self.n_ctx = int(n_ctx or min(DEFAULT_N_CTX, cfg.context_length))
+        self.n_ctx = context_size(cfg, n_ctx)
         self.cache = KVCache.__new__(KVCache)  # token bookkeeping only; tensors live on device
         self.cache.n_ctx, self.cache.tokens = self.n_ctx, []
         L, KVH, D = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim

@@ -21,6 +21,15 @@ class ContextOverflowError(ValueError):
     """More tokens than the context holds."""
 
 
+def context_size(cfg: Config, n_ctx: int | None) -> int:
+    """n_ctx, or min(DEFAULT_N_CTX, the model's context length) when None."""
+    if n_ctx is None:
+        return min(DEFAULT_N_CTX, cfg.context_length)
+    if n_ctx < 1:
+        raise ValueError(f"n_ctx must be at least 1, got {n_ctx}")
+    return int(n_ctx)
+
+
 class RunState:
     """Activations for up to `n` tokens at once, allocated once."""
 
@@ -51,11 +60,7 @@ class Transformer:
         self.file = f
         self.config = cfg = Config.from_gguf(f)
         self.weights: Weights = load_weights(f, cfg)
-        if n_ctx is None:
-            n_ctx = min(DEFAULT_N_CTX, cfg.context_length)
-        if n_ctx < 1:
-            raise ValueError(f"n_ctx must be at least 1, got {n_ctx}")
-        self.n_ctx = int(n_ctx)
+        self.n_ctx = context_size(cfg, n_ctx)
         self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, self.n_ctx, cfg.head_dim)
         self.chunk = min(PREFILL_CHUNK, self.n_ctx)  # tokens per forward pass at most
         self.state = RunState(cfg, self.chunk, self.n_ctx)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from numba import config, cuda, float32
 
-from ..registry import kernels_for
+from ..registry import UnsupportedTypeError, as_ggml_type
 from .decode import VALUE
 
 # Threads per block for row reductions (a power of two). The simulator runs every thread as a
@@ -17,29 +17,18 @@ TILE = 2 if config.ENABLE_CUDASIM else 16  # GEMM tile edge
 
 
 @cuda.jit(device=True, inline=True)
-def _block_sum(sh, tid, v):
-    """Sum v over the block's THREADS threads through shared memory; every thread gets it."""
+def _block_reduce(sh, tid, v, take_max):
+    """The sum (or the max) of v over the block's THREADS threads, through shared memory;
+    every thread gets it."""
     sh[tid] = v
     cuda.syncthreads()
     step = THREADS // 2
     while step > 0:
         if tid < step:
-            sh[tid] += sh[tid + step]
-        cuda.syncthreads()
-        step //= 2
-    total = sh[0]
-    cuda.syncthreads()
-    return total
-
-
-@cuda.jit(device=True, inline=True)
-def _block_max(sh, tid, v):
-    sh[tid] = v
-    cuda.syncthreads()
-    step = THREADS // 2
-    while step > 0:
-        if tid < step and sh[tid + step] > sh[tid]:
-            sh[tid] = sh[tid + step]
+            if take_max:
+                sh[tid] = max(sh[tid], sh[tid + step])
+            else:
+                sh[tid] += sh[tid + step]
         cuda.syncthreads()
         step //= 2
     total = sh[0]
@@ -57,7 +46,7 @@ def _make_quant_kernels(value):
         s = float32(0.0)
         for j in range(tid, cols, THREADS):
             s += value(w, r, j) * x[j]
-        s = _block_sum(sh, tid, s)
+        s = _block_reduce(sh, tid, s, False)
         if tid == 0:
             out[r] = s
 
@@ -102,13 +91,11 @@ _QUANT = {t: _make_quant_kernels(v) for t, v in VALUE.items()}
 
 
 def quant_kernels(ggml_type):
-    kernels_for(ggml_type)  # unknown and unsupported types raise the usual error
-    from ..registry import as_ggml_type
-
     t = as_ggml_type(ggml_type)
     if t not in _QUANT:
         supported = ", ".join(sorted(x.name for x in _QUANT))
-        raise ValueError(f"GGML type {t.name} has no CUDA kernels (CUDA supports: {supported})")
+        raise UnsupportedTypeError(f"GGML type {t.name} has no CUDA kernels (CUDA supports: "
+                                   f"{supported})")
     return _QUANT[t]
 
 
@@ -122,7 +109,7 @@ def rmsnorm(x, weight, eps, out):
     s = float32(0.0)
     for i in range(tid, d, THREADS):
         s += x[t, i] * x[t, i]
-    s = _block_sum(sh, tid, s)
+    s = _block_reduce(sh, tid, s, False)
     scale = float32(1.0) / math.sqrt(s / d + eps)
     for i in range(tid, d, THREADS):
         out[t, i] = x[t, i] * scale * weight[i]
@@ -173,13 +160,13 @@ def attention(q, k_cache, v_cache, pos0, window, scale, scores, out):
         s *= scale
         scores[th, j] = s
         m = max(m, s)
-    m = _block_max(sh, tid, m)
+    m = _block_reduce(sh, tid, m, True)
     z = float32(0.0)
     for j in range(lo + tid, p + 1, THREADS):
         e = math.exp(scores[th, j] - m)
         scores[th, j] = e
         z += e
-    z = _block_sum(sh, tid, z)
+    z = _block_reduce(sh, tid, z, False)
     for d in range(tid, head_dim, THREADS):
         acc = float32(0.0)
         for j in range(lo, p + 1):
