@@ -33,7 +33,7 @@ class Linear:
         self.rows, self.cols = t.shape
         self.nbytes = t.nbytes
         self.bias = bias  # (rows,) float32 or None
-        self._scratch = matvec_scratch(self.tk, self.rows)  # (n_parts, 4, block)
+        self._scratch = matvec_scratch(self.tk, self.rows)  # (n_parts, 4 * block)
 
     def matvec(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         """x (cols,) -> out (rows,)."""

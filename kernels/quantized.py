@@ -44,10 +44,10 @@ def block_rows(data: np.ndarray, ggml_type, shape) -> tuple[TypeKernels, np.ndar
 
 
 def matvec_scratch(tk: TypeKernels, rows: int) -> np.ndarray:
-    """(n_parts, 4, block) float32 scratch for `matvec_rows`: several row chunks per thread so
+    """(n_parts, 4 * block) float32 scratch for `matvec_rows`: several row chunks per thread so
     an uneven split costs little. Allocate once and reuse it for every call."""
     parts = max(1, min((rows + 3) // 4, 8 * numba.get_num_threads()))
-    return np.empty((parts, 4, tk.block), dtype=np.float32)
+    return np.empty((parts, 4 * tk.block), dtype=np.float32)
 
 
 def _check_out(out, shape, name):

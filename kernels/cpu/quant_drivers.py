@@ -10,32 +10,38 @@ from types import FunctionType, SimpleNamespace
 import numpy as np
 from numba import njit, prange
 
-from .flags import FASTMATH
+from .simd import LANES, prefetch, vfma, vload_f32, vsum, vzero
+
+# The rows of the group this many groups ahead are prefetched while a group is computed.
+PREFETCH_GROUPS = 2
 
 
 def _dot4_from_dequant(dequant_block, block):
-    """A 4-row block dot product for types without a hand-written one: dequantize, then FMA."""
+    """A 4-row block dot product for types without a hand-written one: dequantize the four
+    blocks into scratch, then FMA them against x a vector at a time."""
 
-    @njit(inline="always", fastmath=FASTMATH)
-    def dot4_block(w0, w1, w2, w3, b, x, o, tmp):
-        dequant_block(w0, b, tmp[0], 0)
-        dequant_block(w1, b, tmp[1], 0)
-        dequant_block(w2, b, tmp[2], 0)
-        dequant_block(w3, b, tmp[3], 0)
-        s0 = s1 = s2 = s3 = np.float32(0.0)
-        for j in range(block):
-            xv = x[o + j]
-            s0 += tmp[0, j] * xv
-            s1 += tmp[1, j] * xv
-            s2 += tmp[2, j] * xv
-            s3 += tmp[3, j] * xv
-        return s0, s1, s2, s3
+    @njit(inline="always")
+    def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
+        # tmp (4 * block,): indexed with offsets, never sliced (a view per call would touch
+        # the shared array's reference count from every thread)
+        dequant_block(w0, b, tmp, 0)
+        dequant_block(w1, b, tmp, block)
+        dequant_block(w2, b, tmp, 2 * block)
+        dequant_block(w3, b, tmp, 3 * block)
+        o = b * block
+        for j in range(0, block, LANES):
+            xv = vload_f32(x, o + j)
+            a0 = vfma(vload_f32(tmp, j), xv, a0)
+            a1 = vfma(vload_f32(tmp, block + j), xv, a1)
+            a2 = vfma(vload_f32(tmp, 2 * block + j), xv, a2)
+            a3 = vfma(vload_f32(tmp, 3 * block + j), xv, a3)
+        return a0, a1, a2, a3
 
     return dot4_block
 
 
 # The per-type names the loop templates below read; `build` binds them for each type.
-BLOCK = 1
+BLOCK = STEP = STEP_UNITS = 1
 dequant_block = dot4_block = None
 
 
@@ -61,10 +67,14 @@ def gather_rows(w, ids, out):
 
 def matvec_rows(w, x, out, scratch):
     """out[r] = dot(row r of w, x) for w (rows, row_units), x (cols,), out (rows,).
-    Four rows at a time share every loaded x value. scratch (n_parts, 4, BLOCK) float32: one
-    slice per parallel part (generic types dequantize into it); n_parts chunks go to threads."""
+    Four rows at a time share every loaded x vector; each row keeps a vector accumulator across
+    blocks and is summed once at its end. dot4_block covers STEP values (a block, or LANES values
+    of a float type, whose last cols % LANES values are done a block at a time after).
+    scratch (n_parts, 4 * BLOCK) float32: one slice per parallel part (chunks go to threads)."""
     rows = w.shape[0]
-    nb = x.shape[0] // BLOCK
+    cols = x.shape[0]
+    n_steps = cols // STEP
+    ahead = PREFETCH_GROUPS * 4
     n_groups = (rows + 3) // 4
     n_parts = scratch.shape[0]
     for part in prange(n_parts):
@@ -76,20 +86,34 @@ def matvec_rows(w, x, out, scratch):
             w1 = w[min(r + 1, rows - 1)]
             w2 = w[min(r + 2, rows - 1)]
             w3 = w[min(r + 3, rows - 1)]
-            a0 = a1 = a2 = a3 = np.float32(0.0)
-            for b in range(nb):
-                s0, s1, s2, s3 = dot4_block(w0, w1, w2, w3, b, x, b * BLOCK, tmp)
-                a0 += s0
-                a1 += s1
-                a2 += s2
-                a3 += s3
-            out[r] = a0
+            a0 = a1 = a2 = a3 = vzero()
+            pr = min(r + ahead, rows - 4)
+            for s in range(n_steps):
+                if pr >= 0:
+                    prefetch(w, pr, s * STEP_UNITS)
+                    prefetch(w, pr + 1, s * STEP_UNITS)
+                    prefetch(w, pr + 2, s * STEP_UNITS)
+                    prefetch(w, pr + 3, s * STEP_UNITS)
+                a0, a1, a2, a3 = dot4_block(w0, w1, w2, w3, s, x, a0, a1, a2, a3, tmp)
+            t0, t1, t2, t3 = vsum(a0), vsum(a1), vsum(a2), vsum(a3)
+            for b in range(n_steps * STEP // BLOCK, cols // BLOCK):
+                dequant_block(w0, b, tmp, 0)
+                dequant_block(w1, b, tmp, BLOCK)
+                dequant_block(w2, b, tmp, 2 * BLOCK)
+                dequant_block(w3, b, tmp, 3 * BLOCK)
+                for j in range(BLOCK):
+                    xv = x[b * BLOCK + j]
+                    t0 += tmp[j] * xv
+                    t1 += tmp[BLOCK + j] * xv
+                    t2 += tmp[2 * BLOCK + j] * xv
+                    t3 += tmp[3 * BLOCK + j] * xv
+            out[r] = t0
             if r + 1 < rows:
-                out[r + 1] = a1
+                out[r + 1] = t1
             if r + 2 < rows:
-                out[r + 2] = a2
+                out[r + 2] = t2
             if r + 3 < rows:
-                out[r + 3] = a3
+                out[r + 3] = t3
 
 
 def _sources_digest() -> str:
@@ -117,11 +141,19 @@ def _bind(template, suffix: str, **names):
 def build(mod) -> SimpleNamespace:
     dot4 = getattr(mod, "dot4_block", None) or _dot4_from_dequant(mod.dequant_block, mod.BLOCK)
     suffix = f"{mod.GGML_TYPE.name}_{_DIGEST}"
-    names = dict(BLOCK=mod.BLOCK, dequant_block=mod.dequant_block, dot4_block=dot4)
+    step = getattr(mod, "STEP", mod.BLOCK)
+    # row elements (of the VIEW dtype) one dot4_block step spans
+    step_units = step // mod.BLOCK * (mod.TYPE_SIZE // np.dtype(mod.VIEW).itemsize)
+    names = dict(
+        BLOCK=mod.BLOCK,
+        STEP=step,
+        STEP_UNITS=step_units,
+        PREFETCH_GROUPS=PREFETCH_GROUPS,
+        dequant_block=mod.dequant_block,
+        dot4_block=dot4,
+    )
     return SimpleNamespace(
         dequantize_rows=njit(parallel=True, cache=True)(_bind(dequantize_rows, suffix, **names)),
         gather_rows=njit(parallel=True, cache=True)(_bind(gather_rows, suffix, **names)),
-        matvec_rows=njit(parallel=True, cache=True, fastmath=FASTMATH)(
-            _bind(matvec_rows, suffix, **names)
-        ),
+        matvec_rows=njit(parallel=True, cache=True)(_bind(matvec_rows, suffix, **names)),
     )

@@ -3,7 +3,7 @@ from gguf import GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
-from ..nibbles import split_nibbles
+from ..simd import load_half, vadd, vfma, vload_bits, vload_f32, vmul, vsplat, vsub
 
 GGML_TYPE = GGMLQuantizationType.Q4_0
 BLOCK, TYPE_SIZE = 32, 18
@@ -22,27 +22,21 @@ def dequant_block(w, b, out, o):
 
 
 @njit(inline="always")
-def dot4_block(w0, w1, w2, w3, b, x, o, tmp):
-    # sum((q - 8) * x) = sum(q * x) - 8 * sum(x): the offset is applied once per block
-    p = b * TYPE_SIZE + 2
-    s0 = s1 = s2 = s3 = xs = np.float32(0.0)
-    for j in range(16):
-        xa = x[o + j]
-        xb = x[o + 16 + j]
-        lo, hi = split_nibbles(np.float32(w0[p + j]))
-        s0 += lo * xa + hi * xb
-        lo, hi = split_nibbles(np.float32(w1[p + j]))
-        s1 += lo * xa + hi * xb
-        lo, hi = split_nibbles(np.float32(w2[p + j]))
-        s2 += lo * xa + hi * xb
-        lo, hi = split_nibbles(np.float32(w3[p + j]))
-        s3 += lo * xa + hi * xb
-        xs += xa + xb
-    xs *= np.float32(8.0)
-    p -= 2
+def _row(w, p, xa, xb, x8, a):
+    # sum((q - 8) * x) = sum(q * x) - 8 * sum(x), lane by lane
+    q_x = vfma(vload_bits(w, p + 2, 0, 15), xa, vmul(vload_bits(w, p + 2, 4, 15), xb))
+    return vfma(vsplat(load_half(w, p)), vsub(q_x, x8), a)
+
+
+@njit(inline="always")
+def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
+    p = b * TYPE_SIZE
+    xa = vload_f32(x, b * 32)
+    xb = vload_f32(x, b * 32 + 16)
+    x8 = vmul(vadd(xa, xb), vsplat(8.0))
     return (
-        (s0 - xs) * load_f16(w0, p),
-        (s1 - xs) * load_f16(w1, p),
-        (s2 - xs) * load_f16(w2, p),
-        (s3 - xs) * load_f16(w3, p),
+        _row(w0, p, xa, xb, x8, a0),
+        _row(w1, p, xa, xb, x8, a1),
+        _row(w2, p, xa, xb, x8, a2),
+        _row(w3, p, xa, xb, x8, a3),
     )

@@ -3,7 +3,7 @@ from gguf import GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
-from ..nibbles import split_nibbles
+from ..simd import load_half, vadd, vfma, vload_bits, vload_f32, vmul, vsplat
 
 GGML_TYPE = GGMLQuantizationType.Q4_K
 BLOCK, TYPE_SIZE = 256, 144
@@ -54,32 +54,36 @@ def _finish(w, p, c, s_lo, s_hi, x_lo, x_hi):
 
 
 @njit(inline="always")
-def dot4_block(w0, w1, w2, w3, b, x, o, tmp):
+def _sub_block(w, p, j, qo, shift, x0, x1, xs, d, dmin, a):
+    """Row w's sub-block j (32 nibbles at qo, low or high by shift) against x0, x1 (sum xs)."""
+    sc, m = scale_min(w, p + 4, j)
+    q_x = vfma(vload_bits(w, qo + 16, shift, 15), x1, vmul(vload_bits(w, qo, shift, 15), x0))
+    return vfma(vsplat(-dmin * np.float32(m)), xs, vfma(vsplat(d * np.float32(sc)), q_x, a))
+
+
+@njit(inline="always")
+def _row(w, p, c, xl0, xl1, xls, xh0, xh1, xhs, a):
+    d = load_half(w, p)
+    dmin = load_half(w, p + 2)
+    qo = p + 16 + c * 32
+    a = _sub_block(w, p, 2 * c, qo, 0, xl0, xl1, xls, d, dmin, a)
+    return _sub_block(w, p, 2 * c + 1, qo, 4, xh0, xh1, xhs, d, dmin, a)
+
+
+@njit(inline="always")
+def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
+    # chunk c: 32 bytes whose low nibbles are sub-block 2c and high nibbles sub-block 2c + 1
     p = b * TYPE_SIZE
-    r0 = r1 = r2 = r3 = np.float32(0.0)
     for c in range(4):
-        q0 = p + 16 + c * 32
-        xo = o + c * 64
-        l0 = h0 = l1 = h1 = l2 = h2 = l3 = h3 = xl = xh = np.float32(0.0)
-        for l in range(32):
-            xa = x[xo + l]
-            xb = x[xo + 32 + l]
-            lo, hi = split_nibbles(np.float32(w0[q0 + l]))
-            l0 += lo * xa
-            h0 += hi * xb
-            lo, hi = split_nibbles(np.float32(w1[q0 + l]))
-            l1 += lo * xa
-            h1 += hi * xb
-            lo, hi = split_nibbles(np.float32(w2[q0 + l]))
-            l2 += lo * xa
-            h2 += hi * xb
-            lo, hi = split_nibbles(np.float32(w3[q0 + l]))
-            l3 += lo * xa
-            h3 += hi * xb
-            xl += xa
-            xh += xb
-        r0 += _finish(w0, p, c, l0, h0, xl, xh)
-        r1 += _finish(w1, p, c, l1, h1, xl, xh)
-        r2 += _finish(w2, p, c, l2, h2, xl, xh)
-        r3 += _finish(w3, p, c, l3, h3, xl, xh)
-    return r0, r1, r2, r3
+        xo = b * 256 + c * 64
+        xl0 = vload_f32(x, xo)
+        xl1 = vload_f32(x, xo + 16)
+        xh0 = vload_f32(x, xo + 32)
+        xh1 = vload_f32(x, xo + 48)
+        xls = vadd(xl0, xl1)
+        xhs = vadd(xh0, xh1)
+        a0 = _row(w0, p, c, xl0, xl1, xls, xh0, xh1, xhs, a0)
+        a1 = _row(w1, p, c, xl0, xl1, xls, xh0, xh1, xhs, a1)
+        a2 = _row(w2, p, c, xl0, xl1, xls, xh0, xh1, xhs, a2)
+        a3 = _row(w3, p, c, xl0, xl1, xls, xh0, xh1, xhs, a3)
+    return a0, a1, a2, a3

@@ -3,7 +3,7 @@ from gguf import GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
-from ..nibbles import split_nibbles
+from ..simd import load_half, vadd, vbits, vfma, vload_bits, vload_f32, vmul, vsplat, vsub
 
 GGML_TYPE = GGMLQuantizationType.Q5_0
 BLOCK, TYPE_SIZE = 32, 22
@@ -34,31 +34,24 @@ def dequant_block(w, b, out, o):
 
 
 @njit(inline="always")
-def dot4_block(w0, w1, w2, w3, b, x, o, tmp):
-    # q = nibble + 16 * bit - 16; the -16 is applied once per block through sum(x)
+def _row(w, p, xa, xb, x16, a):
+    # q = nibble + 16 * high bit - 16; the -16 goes through sum(x), lane by lane
+    h = _qh(w, p + 2)
+    sixteen = vsplat(16.0)
+    qa = vfma(vbits(h, 0), sixteen, vload_bits(w, p + 6, 0, 15))
+    qb = vfma(vbits(h, 16), sixteen, vload_bits(w, p + 6, 4, 15))
+    return vfma(vsplat(load_half(w, p)), vsub(vfma(qa, xa, vmul(qb, xb)), x16), a)
+
+
+@njit(inline="always")
+def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
     p = b * TYPE_SIZE
-    h0, h1, h2, h3 = _qh(w0, p + 2), _qh(w1, p + 2), _qh(w2, p + 2), _qh(w3, p + 2)
-    s0 = s1 = s2 = s3 = xs = np.float32(0.0)
-    for j in range(16):
-        xa = x[o + j]
-        xb = x[o + 16 + j]
-        lo, hi = split_nibbles(np.float32(w0[p + 6 + j]))
-        s0 += (lo + np.float32(16 * ((h0 >> j) & 1))) * xa
-        s0 += (hi + np.float32(16 * ((h0 >> (j + 16)) & 1))) * xb
-        lo, hi = split_nibbles(np.float32(w1[p + 6 + j]))
-        s1 += (lo + np.float32(16 * ((h1 >> j) & 1))) * xa
-        s1 += (hi + np.float32(16 * ((h1 >> (j + 16)) & 1))) * xb
-        lo, hi = split_nibbles(np.float32(w2[p + 6 + j]))
-        s2 += (lo + np.float32(16 * ((h2 >> j) & 1))) * xa
-        s2 += (hi + np.float32(16 * ((h2 >> (j + 16)) & 1))) * xb
-        lo, hi = split_nibbles(np.float32(w3[p + 6 + j]))
-        s3 += (lo + np.float32(16 * ((h3 >> j) & 1))) * xa
-        s3 += (hi + np.float32(16 * ((h3 >> (j + 16)) & 1))) * xb
-        xs += xa + xb
-    xs *= np.float32(16.0)
+    xa = vload_f32(x, b * 32)
+    xb = vload_f32(x, b * 32 + 16)
+    x16 = vmul(vadd(xa, xb), vsplat(16.0))
     return (
-        (s0 - xs) * load_f16(w0, p),
-        (s1 - xs) * load_f16(w1, p),
-        (s2 - xs) * load_f16(w2, p),
-        (s3 - xs) * load_f16(w3, p),
+        _row(w0, p, xa, xb, x16, a0),
+        _row(w1, p, xa, xb, x16, a1),
+        _row(w2, p, xa, xb, x16, a2),
+        _row(w3, p, xa, xb, x16, a3),
     )

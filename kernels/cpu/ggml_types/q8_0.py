@@ -3,6 +3,7 @@ from gguf import GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
+from ..simd import load_half, vfma, vload_f32, vload_i8, vmul, vsplat
 
 GGML_TYPE = GGMLQuantizationType.Q8_0
 BLOCK, TYPE_SIZE = 32, 34
@@ -19,13 +20,20 @@ def dequant_block(w, b, out, o):
 
 
 @njit(inline="always")
-def dot4_block(w0, w1, w2, w3, b, x, o, tmp):
+def _row(w, p, xa, xb, a):
+    return vfma(
+        vsplat(load_half(w, p)), vfma(vload_i8(w, p + 18), xb, vmul(vload_i8(w, p + 2), xa)), a
+    )
+
+
+@njit(inline="always")
+def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
     p = b * TYPE_SIZE
-    s0 = s1 = s2 = s3 = np.float32(0.0)
-    for j in range(32):
-        xv = x[o + j]
-        s0 += np.float32(np.int8(w0[p + 2 + j])) * xv
-        s1 += np.float32(np.int8(w1[p + 2 + j])) * xv
-        s2 += np.float32(np.int8(w2[p + 2 + j])) * xv
-        s3 += np.float32(np.int8(w3[p + 2 + j])) * xv
-    return s0 * load_f16(w0, p), s1 * load_f16(w1, p), s2 * load_f16(w2, p), s3 * load_f16(w3, p)
+    xa = vload_f32(x, b * 32)
+    xb = vload_f32(x, b * 32 + 16)
+    return (
+        _row(w0, p, xa, xb, a0),
+        _row(w1, p, xa, xb, a1),
+        _row(w2, p, xa, xb, a2),
+        _row(w3, p, xa, xb, a3),
+    )
