@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# OpenBLAS (NumPy's BLAS, used for prefill tiles) keeps its idle threads spinning for about 2^28
+# cycles after each call; on a machine with few cores they take the cores Numba's next parallel
+# region needs (pp512 here: 125 tok/s spinning, 295 with the timeout at 2^4 cycles). It is read
+# when OpenBLAS loads, so it only takes effect if gguf_engine is imported before NumPy.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 __version__ = "0.1.0"
 

@@ -11,7 +11,7 @@ from .config import Config
 from .gguf_file import GGUFFile
 from .kernels.cpu import activations, attention, norms, rope
 from .kv_cache import KVCache
-from .weights import Weights, load_weights
+from .weights import MATVEC_MAX_TOKENS, Weights, load_weights
 
 DEFAULT_N_CTX = 4096
 PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds the run buffers
@@ -132,9 +132,13 @@ class Transformer:
             rope.rope(kc, positions, inv, cfg.spec.rope_neox)
             cache.store(i, pos0, kc, v)
             attn = att.reshape(n, H, D)
-            attention.attention(qc, cache.k[i], cache.v[i], pos0,
-                                cfg.sliding_window if swa else 0, np.float32(cfg.attn_scale),
-                                s.scores, attn)
+            window = cfg.sliding_window if swa else 0
+            if n > MATVEC_MAX_TOKENS:
+                attention.attention_matmul(qc, cache.k[i], cache.v[i], pos0, window,
+                                           np.float32(cfg.attn_scale), attn)
+            else:
+                attention.attention(qc, cache.k[i], cache.v[i], pos0, window,
+                                    np.float32(cfg.attn_scale), s.scores, attn)
             lw.wo(att, proj, s.scratch)
             if lw.post_attn_norm is not None:
                 norms.rmsnorm(proj, lw.post_attn_norm, cfg.norm_eps, proj)

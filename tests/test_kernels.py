@@ -72,9 +72,10 @@ def attention_reference(q, k, v, pos0, window, scale):
     return out
 
 
+@pytest.mark.parametrize("blas", [False, True], ids=["kernel", "matmul"])
 @pytest.mark.parametrize("window", [0, 4])
 @pytest.mark.parametrize("pos0,n_tokens", [(0, 9), (6, 1), (3, 5)])
-def test_attention_gqa_window(window, pos0, n_tokens):
+def test_attention_gqa_window(window, pos0, n_tokens, blas):
     n_heads, n_kv, hd, n_ctx = 4, 2, 16, 32
     q = rng.standard_normal((n_tokens, n_heads, hd)).astype(np.float32)
     k = rng.standard_normal((n_kv, n_ctx, hd)).astype(np.float32)
@@ -83,7 +84,10 @@ def test_attention_gqa_window(window, pos0, n_tokens):
     scale = 1 / math.sqrt(hd)
     out = np.empty_like(q)
     scores = np.empty((3, n_ctx), np.float32)
-    attention.attention(q, k, v, pos0, window, np.float32(scale), scores, out)
+    if blas:
+        attention.attention_matmul(q, k, v, pos0, window, np.float32(scale), out)
+    else:
+        attention.attention(q, k, v, pos0, window, np.float32(scale), scores, out)
     ref = attention_reference(q, np.nan_to_num(k), v, pos0, window, scale)
     assert rel_err(out, ref) < 1e-5
 

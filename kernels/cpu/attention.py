@@ -56,3 +56,31 @@ def _attend_one(q, k_cache, v_cache, pos0, window, scale, sc, out, th, n_heads, 
         wgt = sc[j] * inv
         for d in range(head_dim):
             out[t, h, d] += wgt * v_cache[kv, j, d]
+
+
+def attention_matmul(q, k_cache, v_cache, pos0, window, scale, out):
+    """`attention` for many queries at once through BLAS (prefill): per group of query heads
+    that share a KV head, scores = Q K^T for every query and key, masked, softmaxed in float32,
+    times V. Same arguments and meaning as `attention`, without the scratch."""
+    n_tokens, n_heads, head_dim = q.shape
+    n_kv = k_cache.shape[0]
+    group = n_heads // n_kv
+    end = pos0 + n_tokens
+    lo = max(0, pos0 - window + 1) if window > 0 else 0  # the first key any query sees
+    keys = np.arange(lo, end)
+    pos = np.arange(pos0, end)[:, None]
+    hidden = keys > pos
+    if window > 0:
+        hidden |= keys <= pos - window
+    bias = np.where(hidden, np.float32(-np.inf), np.float32(0.0))[:, None, :]  # (n, 1, keys)
+    for kv in range(n_kv):
+        heads = slice(kv * group, (kv + 1) * group)
+        qg = np.ascontiguousarray(q[:, heads]).reshape(n_tokens * group, head_dim)
+        s = qg @ k_cache[kv, lo:end].T  # (n * group, keys)
+        s3 = s.reshape(n_tokens, group, -1)
+        s3 *= scale
+        s3 += bias
+        s -= s.max(axis=1, keepdims=True)
+        np.exp(s, out=s)
+        s /= s.sum(axis=1, keepdims=True)
+        out[:, heads] = (s @ v_cache[kv, lo:end]).reshape(n_tokens, group, head_dim)

@@ -3,6 +3,7 @@ from gguf import GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
+from ..simd import load_half, vadd, vbits, vfma, vload_bits, vload_f32, vmul, vsplat
 from .q5_0 import _qh
 
 GGML_TYPE = GGMLQuantizationType.Q5_1
@@ -21,3 +22,28 @@ def dequant_block(w, b, out, o):
         q = np.int64(w[p + 8 + j])
         out[o + j] = d * np.float32((q & 15) | (((qh >> j) & 1) << 4)) + m
         out[o + j + 16] = d * np.float32((q >> 4) | (((qh >> (j + 16)) & 1) << 4)) + m
+
+
+@njit(inline="always")
+def _row(w, p, xa, xb, xs, a):
+    # q = nibble + 16 * high bit; sum((d * q + m) * x) = d * sum(q * x) + m * sum(x)
+    h = _qh(w, p + 4)
+    sixteen = vsplat(16.0)
+    qa = vfma(vbits(h, 0), sixteen, vload_bits(w, p + 8, 0, 15))
+    qb = vfma(vbits(h, 16), sixteen, vload_bits(w, p + 8, 4, 15))
+    q_x = vfma(qa, xa, vmul(qb, xb))
+    return vfma(vsplat(load_half(w, p)), q_x, vfma(vsplat(load_half(w, p + 2)), xs, a))
+
+
+@njit(inline="always")
+def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
+    p = b * TYPE_SIZE
+    xa = vload_f32(x, b * 32)
+    xb = vload_f32(x, b * 32 + 16)
+    xs = vadd(xa, xb)
+    return (
+        _row(w0, p, xa, xb, xs, a0),
+        _row(w1, p, xa, xb, xs, a1),
+        _row(w2, p, xa, xb, xs, a2),
+        _row(w3, p, xa, xb, xs, a3),
+    )
