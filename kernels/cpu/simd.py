@@ -243,6 +243,41 @@ def vload_bits(typingctx, arr, i, shift, mask):
 
 
 @intrinsic
+def vload_bits2(typingctx, arr, i, shift, mask, j, shift2, mask2, up):
+    """((arr[i:i+LANES] >> shift) & mask) | (((arr[j:j+LANES] >> shift2) & mask2) << up) of a
+    uint8 array: a value whose low and high bits live in two places (Q6_K), put together in
+    byte lanes so only one conversion to float remains."""
+    ints = (shift, mask, j, shift2, mask2, up)
+    if not (
+        _contiguous_1d(arr, types.uint8)
+        and isinstance(i, types.Integer)
+        and all(isinstance(t, types.Integer) for t in ints)
+    ):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i8 = ir.IntType(8)
+        vi8 = ir.VectorType(i8, LANES)
+
+        def byte_splat(k):
+            v = context.cast(builder, args[k], sig.args[k], types.int64)
+            return _splat(builder, builder.trunc(v, i8), vi8)
+
+        def field(k_index, k_shift, k_mask):
+            p = _vector_pointer(
+                context, builder, sig.args[0], args[0], args[k_index], sig.args[k_index], i8
+            )
+            v = builder.lshr(builder.load(p, align=1), byte_splat(k_shift))
+            return builder.and_(v, byte_splat(k_mask))
+
+        low = field(1, 2, 3)
+        high = builder.shl(field(4, 5, 6), byte_splat(7))
+        return builder.uitofp(builder.or_(low, high), _VF32)
+
+    return f32x16(arr, i, shift, mask, j, shift2, mask2, up), codegen
+
+
+@intrinsic
 def vbits(typingctx, word, first):
     """Lane k = bit (first + k) of the 32-bit integer word, as 0.0 or 1.0 (Q5 high bits)."""
     if not (isinstance(word, types.Integer) and isinstance(first, types.Integer)):
@@ -310,6 +345,7 @@ __all__ = [
     "vload_bf16",
     "vload_f16",
     "vload_bits",
+    "vload_bits2",
     "vload_f32",
     "vload_i8",
     "vmul",

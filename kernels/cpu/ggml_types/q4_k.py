@@ -71,19 +71,28 @@ def _row(w, p, c, xl0, xl1, xls, xh0, xh1, xhs, a):
 
 
 @njit(inline="always")
-def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
+def _chunk(w0, w1, w2, w3, p, x, xo, c, a0, a1, a2, a3):
     # chunk c: 32 bytes whose low nibbles are sub-block 2c and high nibbles sub-block 2c + 1
+    xl0 = vload_f32(x, xo)
+    xl1 = vload_f32(x, xo + 16)
+    xh0 = vload_f32(x, xo + 32)
+    xh1 = vload_f32(x, xo + 48)
+    xls = vadd(xl0, xl1)
+    xhs = vadd(xh0, xh1)
+    return (
+        _row(w0, p, c, xl0, xl1, xls, xh0, xh1, xhs, a0),
+        _row(w1, p, c, xl0, xl1, xls, xh0, xh1, xhs, a1),
+        _row(w2, p, c, xl0, xl1, xls, xh0, xh1, xhs, a2),
+        _row(w3, p, c, xl0, xl1, xls, xh0, xh1, xhs, a3),
+    )
+
+
+@njit(inline="always")
+def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
+    # written out, not looped: a constant c lets the 6-bit scale unpacking fold
     p = b * TYPE_SIZE
-    for c in range(4):
-        xo = b * 256 + c * 64
-        xl0 = vload_f32(x, xo)
-        xl1 = vload_f32(x, xo + 16)
-        xh0 = vload_f32(x, xo + 32)
-        xh1 = vload_f32(x, xo + 48)
-        xls = vadd(xl0, xl1)
-        xhs = vadd(xh0, xh1)
-        a0 = _row(w0, p, c, xl0, xl1, xls, xh0, xh1, xhs, a0)
-        a1 = _row(w1, p, c, xl0, xl1, xls, xh0, xh1, xhs, a1)
-        a2 = _row(w2, p, c, xl0, xl1, xls, xh0, xh1, xhs, a2)
-        a3 = _row(w3, p, c, xl0, xl1, xls, xh0, xh1, xhs, a3)
-    return a0, a1, a2, a3
+    o = b * 256
+    a0, a1, a2, a3 = _chunk(w0, w1, w2, w3, p, x, o, 0, a0, a1, a2, a3)
+    a0, a1, a2, a3 = _chunk(w0, w1, w2, w3, p, x, o + 64, 1, a0, a1, a2, a3)
+    a0, a1, a2, a3 = _chunk(w0, w1, w2, w3, p, x, o + 128, 2, a0, a1, a2, a3)
+    return _chunk(w0, w1, w2, w3, p, x, o + 192, 3, a0, a1, a2, a3)
