@@ -9,6 +9,7 @@ import numpy as np
 
 from .config import Config
 from .gguf_file import GGUFFile
+from .kernels.cpu import activations
 from .kernels.cpu.rope import inv_frequencies
 from .kv_cache import KVCache
 from .model import PREFILL_CHUNK, Transformer, context_size
@@ -81,6 +82,7 @@ class CudaTransformer(Transformer):
         self.token_embd = lin(w.token_embd)
         self.output = self.token_embd if w.output is w.token_embd else lin(w.output)
         self.output_norm = up(w.output_norm)
+        self.gelu_table = up(activations.GELU_TABLE)  # (65536,)
         ff = w.rope_freqs
         self.inv_freq = up(inv_frequencies(cfg.n_rot, cfg.rope_base, ff) * cfg.rope_scale)
         self.inv_freq_swa = up(inv_frequencies(cfg.n_rot, cfg.rope_base_swa, ff))
@@ -148,7 +150,7 @@ class CudaTransformer(Transformer):
             else:
                 lw["w_up"](xn, gate_up)
             g, b = ops.grid2(n, cfg.n_ff)
-            ops.gated[g, b](gate_up, cfg.n_ff, act, cfg.spec.gelu)
+            ops.gated[g, b](gate_up, cfg.n_ff, act, cfg.spec.gelu, self.gelu_table)
             lw["w_down"](act, proj)
             if lw["post_ffn_norm"] is not None:
                 ops.launch_rmsnorm(proj, lw["post_ffn_norm"], cfg.norm_eps, proj)

@@ -73,10 +73,12 @@ def test_rmsnorm_rope_gated():
         kernels.rope.rope(q, pos, inv, neox)
         np.testing.assert_allclose(dq.copy_to_host(), q, rtol=1e-5, atol=1e-6)
     for gelu in (False, True):
-        gu = rng.standard_normal((2, 24)).astype(np.float32)
+        gu = rng.standard_normal((2, 24)).astype(np.float32) * 4
+        gu[0, :3] = (-12.0, 11.0, 3e-6)  # both clamps, and a half subnormal
         act = cuda.device_array((2, 12), np.float32)
         g, b = ops.grid2(2, 12)
-        ops.gated[g, b](cuda.to_device(gu), 12, act, gelu)
+        ops.gated[g, b](cuda.to_device(gu), 12, act, gelu,
+                        cuda.to_device(kernels.activations.GELU_TABLE))
         ref = np.empty((2, 12), np.float32)
         kernels.activations.gated(gu[:, :12], gu[:, 12:], ref, gelu)
         np.testing.assert_allclose(act.copy_to_host(), ref, rtol=1e-5, atol=1e-6)

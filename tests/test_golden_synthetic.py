@@ -63,4 +63,8 @@ def test_prefill_equals_token_by_token(case):
     net = model.net
     steps = np.stack([net.forward([t], p)[0].copy() for p, t in enumerate(tokens)])
     err = np.abs(steps - whole).max() / whole.std()
-    assert err <= 1e-4, f"{name}: {err:.2e}"
+    # GELU goes through a half-precision table (as in llama.cpp), so a float32 rounding
+    # difference between the batched and the single-token products can move an activation by
+    # one half ulp (2^-11 relative); SiLU models have no such step.
+    tol = 2e-3 if model.net.config.spec.gelu else 1e-4
+    assert err <= tol, f"{name}: {err:.2e}"

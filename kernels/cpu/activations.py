@@ -5,6 +5,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .simd import half_bits
+
 _SQRT_2_OVER_PI = np.float32(math.sqrt(2.0 / math.pi))
 
 
@@ -13,13 +15,27 @@ def _silu(v):
     return v / (np.float32(1.0) + np.exp(-v))
 
 
+def gelu_table() -> np.ndarray:
+    """(65536,) float32: GELU (tanh form, float32 arithmetic as ggml writes it) of every half
+    bit pattern, rounded to half. llama.cpp's CPU GELU looks its input up here."""
+    h = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        u = (_SQRT_2_OVER_PI * h) * (np.float32(1.0) + (np.float32(0.044715) * h) * h)
+        g = (np.float32(0.5) * h) * (np.float32(1.0) + np.tanh(u))
+        return g.astype(np.float16).astype(np.float32)
+
+
+GELU_TABLE = gelu_table()
+
+
 @njit(inline="always")
-def _gelu_tanh(v):
-    return (
-        np.float32(0.5)
-        * v
-        * (np.float32(1.0) + np.tanh(_SQRT_2_OVER_PI * (v + np.float32(0.044715) * v * v * v)))
-    )
+def _gelu(v):
+    """llama.cpp's GELU: 0 below -10, identity above 10, else the table at v rounded to half."""
+    if v <= np.float32(-10.0):
+        return np.float32(0.0)
+    if v >= np.float32(10.0):
+        return v
+    return GELU_TABLE[half_bits(v)]
 
 
 @njit(parallel=True, cache=True)
@@ -31,20 +47,21 @@ def silu(x, out):
 
 
 @njit(parallel=True, cache=True)
-def gelu_tanh(x, out):
-    """out = GELU(x) in its tanh form, x and out (n, d)."""
+def gelu(x, out):
+    """out = GELU(x) as llama.cpp computes it (tanh form through a half-precision table),
+    x and out (n, d)."""
     for t in prange(x.shape[0]):
         for i in range(x.shape[1]):
-            out[t, i] = _gelu_tanh(x[t, i])
+            out[t, i] = _gelu(x[t, i])
 
 
 @njit(parallel=True, cache=True)
 def gated(gate, up, out, use_gelu):
-    """out = act(gate) * up, all (n, d): SwiGLU (SiLU) or GeGLU (GELU-tanh)."""
+    """out = act(gate) * up, all (n, d): SwiGLU (SiLU) or GeGLU (`gelu`)."""
     for t in prange(gate.shape[0]):
         for i in range(gate.shape[1]):
             g = gate[t, i]
-            a = _gelu_tanh(g) if use_gelu else _silu(g)
+            a = _gelu(g) if use_gelu else _silu(g)
             out[t, i] = a * up[t, i]
 
 

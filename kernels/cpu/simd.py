@@ -311,6 +311,20 @@ def load_half(typingctx, arr, i):
 
 
 @intrinsic
+def half_bits(typingctx, x):
+    """The IEEE half bit pattern nearest to float32 x (round to nearest even), as an int32."""
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = context.cast(builder, args[0], sig.args[0], types.float32)
+        h = builder.bitcast(builder.fptrunc(v, ir.HalfType()), ir.IntType(16))
+        return builder.zext(h, _I32)
+
+    return types.int32(x), codegen
+
+
+@intrinsic
 def prefetch(typingctx, arr, r, i):
     """Ask the cache for element (r, i) of a 2-D array ahead of use. The hardware prefetcher
     alone leaves a streaming matvec at about 60% of the read bandwidth here."""
@@ -336,6 +350,7 @@ def prefetch(typingctx, arr, r, i):
 
 __all__ = [
     "LANES",
+    "half_bits",
     "f32x16",
     "load_half",
     "prefetch",

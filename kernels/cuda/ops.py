@@ -174,15 +174,42 @@ def attention(q, k_cache, v_cache, pos0, window, scale, scores, out):
         out[t, h, d] = acc / z
 
 
+@cuda.jit(device=True, inline=True)
+def _half_bits(x):
+    """The bit pattern of the half nearest to float32 x (finite, |x| < 65504), ties to even.
+    Arithmetic rather than a bit cast, so the simulator runs it too."""
+    a = abs(x)
+    if a < float32(6.103515625e-05):  # below the smallest normal half: steps of 2^-24
+        s = a * float32(16777216.0)
+        base = 0
+    else:
+        m, e = math.frexp(a)  # a = m 2^e, 0.5 <= m < 1: half exponent field e + 14
+        s = (m * float32(2.0) - float32(1.0)) * float32(1024.0)  # exact
+        base = (e + 14) << 10
+    f = math.floor(s)
+    q = int(f)
+    if s - f > 0.5 or (s - f == 0.5 and q % 2 == 1):
+        q += 1  # a carry to 1024 moves into the exponent, as it should
+    bits = base + q
+    if x < 0:
+        bits |= 0x8000
+    return bits
+
+
 @cuda.jit
-def gated(gate_up, n_ff, out, use_gelu):
-    """out = act(gate) * up for gate_up (n, 2 n_ff) = [gate | up]."""
+def gated(gate_up, n_ff, out, use_gelu, gelu_table):
+    """out = act(gate) * up for gate_up (n, 2 n_ff) = [gate | up]; GELU as the CPU's `gelu`
+    (llama.cpp's half-precision table, gelu_table (65536,))."""
     t, i = cuda.grid(2)
     if t < out.shape[0] and i < n_ff:
         g = gate_up[t, i]
         if use_gelu:
-            a = float32(0.5) * g * (float32(1.0) + math.tanh(
-                float32(0.7978845608028654) * (g + float32(0.044715) * g * g * g)))
+            if g <= float32(-10.0):
+                a = float32(0.0)
+            elif g >= float32(10.0) or g != g:
+                a = g
+            else:
+                a = gelu_table[_half_bits(g)]
         else:
             a = g / (float32(1.0) + math.exp(-g))
         out[t, i] = a * gate_up[t, n_ff + i]

@@ -1,0 +1,82 @@
+"""The LLVM vector intrinsics the matvec kernels are built from, against NumPy."""
+
+import numpy as np
+from gguf_engine.kernels.cpu.simd import (
+    LANES,
+    half_bits,
+    load_half,
+    vadd,
+    vbits,
+    vfma,
+    vload_bf16,
+    vload_bits,
+    vload_bits2,
+    vload_f16,
+    vload_f32,
+    vload_i8,
+    vmul,
+    vsplat,
+    vstore_f32,
+    vsub,
+    vsum,
+    vzero,
+)
+from numba import njit
+
+rng = np.random.default_rng(7)
+
+
+@njit
+def _loads(u8, f, h16, bf, out):
+    vstore_f32(out, 0, vload_i8(u8, 3))
+    vstore_f32(out, 16, vload_bits(u8, 5, 4, 15))
+    vstore_f32(out, 32, vload_bits(u8, 5, 2, 3))
+    vstore_f32(out, 48, vload_f16(h16, 7))
+    vstore_f32(out, 64, vload_bf16(bf, 2))
+    vstore_f32(out, 80, vfma(vload_f32(f, 1), vload_f32(f, 17), vsplat(2.0)))
+    vstore_f32(out, 96, vbits(np.uint32(0xA5F00F5A), 16))
+    vstore_f32(out, 112, vsub(vadd(vmul(vload_f32(f, 0), vsplat(3)), vzero()), vload_f32(f, 40)))
+    vstore_f32(out, 128, vload_bits2(u8, 1, 4, 15, 20, 6, 3, 4))
+    return vsum(vload_f32(f, 10)), load_half(u8, 9)
+
+
+def test_vector_loads_and_arithmetic():
+    assert LANES == 16
+    u8 = rng.integers(0, 256, 64, dtype=np.uint8)
+    f = rng.standard_normal(64).astype(np.float32)
+    h = rng.standard_normal(64).astype(np.float16)
+    bf = (f.view(np.uint32) >> 16).astype(np.uint16)
+    out = np.zeros(144, np.float32)
+    total, half = _loads(u8, f, h.view(np.uint16), bf, out)
+    np.testing.assert_array_equal(out[:16], u8[3:19].view(np.int8))
+    np.testing.assert_array_equal(out[16:32], (u8[5:21] >> 4) & 15)
+    np.testing.assert_array_equal(out[32:48], (u8[5:21] >> 2) & 3)
+    np.testing.assert_array_equal(out[48:64], h[7:23].astype(np.float32))
+    np.testing.assert_array_equal(out[64:80], (bf[2:18].astype(np.uint32) << 16).view(np.float32))
+    np.testing.assert_allclose(out[80:96], f[1:17] * f[17:33] + 2, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(out[96:112], [(0xA5F00F5A >> (16 + k)) & 1 for k in range(16)])
+    np.testing.assert_allclose(out[112:128], f[0:16] * 3 - f[40:56], rtol=1e-6)
+    np.testing.assert_array_equal(
+        out[128:144], ((u8[1:17] >> 4) & 15) | (((u8[20:36] >> 6) & 3) << 4)
+    )
+    np.testing.assert_allclose(total, f[10:26].astype(np.float64).sum(), rtol=1e-6)
+    assert half == u8[9:11].view(np.float16)[0]
+
+
+@njit
+def _half_bits_all(x, out):
+    for i in range(x.shape[0]):
+        out[i] = half_bits(x[i])
+
+
+def test_half_bits_rounds_to_nearest_even():
+    halves = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite = halves[np.isfinite(halves)].astype(np.float32)
+    # every half, the midpoints between neighbours (ties) and random values
+    mid = (np.sort(finite)[:-1].astype(np.float64) + np.sort(finite)[1:]) / 2
+    x = np.concatenate(
+        [finite, mid.astype(np.float32), rng.standard_normal(10000).astype(np.float32) * 100]
+    )
+    out = np.empty(x.shape, np.int32)
+    _half_bits_all(x, out)
+    np.testing.assert_array_equal(out, x.astype(np.float16).view(np.uint16))
