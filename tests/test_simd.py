@@ -6,11 +6,11 @@ from gguf_engine.kernels.cpu.simd import (
     half_bits,
     load_half,
     vadd,
-    vbits,
     vfma,
     vload_bf16,
     vload_bits,
     vload_bits2,
+    vload_bits_word,
     vload_f16,
     vload_f32,
     vload_i8,
@@ -34,7 +34,7 @@ def _loads(u8, f, h16, bf, out):
     vstore_f32(out, 48, vload_f16(h16, 7))
     vstore_f32(out, 64, vload_bf16(bf, 2))
     vstore_f32(out, 80, vfma(vload_f32(f, 1), vload_f32(f, 17), vsplat(2.0)))
-    vstore_f32(out, 96, vbits(np.uint32(0xA5F00F5A), 16))
+    vstore_f32(out, 96, vload_bits_word(u8, 30, 4, 15, np.uint32(0xA5F00F5A), 16, 4))
     vstore_f32(out, 112, vsub(vadd(vmul(vload_f32(f, 0), vsplat(3)), vzero()), vload_f32(f, 40)))
     vstore_f32(out, 128, vload_bits2(u8, 1, 4, 15, 20, 6, 3, 4))
     return vsum(vload_f32(f, 10)), load_half(u8, 9)
@@ -54,7 +54,8 @@ def test_vector_loads_and_arithmetic():
     np.testing.assert_array_equal(out[48:64], h[7:23].astype(np.float32))
     np.testing.assert_array_equal(out[64:80], (bf[2:18].astype(np.uint32) << 16).view(np.float32))
     np.testing.assert_allclose(out[80:96], f[1:17] * f[17:33] + 2, rtol=1e-6, atol=1e-6)
-    np.testing.assert_array_equal(out[96:112], [(0xA5F00F5A >> (16 + k)) & 1 for k in range(16)])
+    bits = np.array([(0xA5F00F5A >> (16 + k)) & 1 for k in range(16)])
+    np.testing.assert_array_equal(out[96:112], (u8[30:46] >> 4) | (bits << 4))
     np.testing.assert_allclose(out[112:128], f[0:16] * 3 - f[40:56], rtol=1e-6)
     np.testing.assert_array_equal(
         out[128:144], ((u8[1:17] >> 4) & 15) | (((u8[20:36] >> 6) & 3) << 4)

@@ -278,21 +278,31 @@ def vload_bits2(typingctx, arr, i, shift, mask, j, shift2, mask2, up):
 
 
 @intrinsic
-def vbits(typingctx, word, first):
-    """Lane k = bit (first + k) of the 32-bit integer word, as 0.0 or 1.0 (Q5 high bits)."""
-    if not (isinstance(word, types.Integer) and isinstance(first, types.Integer)):
+def vload_bits_word(typingctx, arr, i, shift, mask, word, first, up):
+    """((arr[i:i+LANES] >> shift) & mask) | (bit (first + k) of the 32-bit word << up) for lane
+    k, of a uint8 array: Q5 values, whose fifth bits are packed in one word per block."""
+    ints = (i, shift, mask, word, first, up)
+    if not (_contiguous_1d(arr, types.uint8) and all(isinstance(t, types.Integer) for t in ints)):
         return None
 
     def codegen(context, builder, sig, args):
-        w = builder.trunc(context.cast(builder, args[0], sig.args[0], types.int64), _I32)
-        f = builder.trunc(context.cast(builder, args[1], sig.args[1], types.int64), _I32)
-        shifts = builder.add(_splat(builder, f, _VI32), ir.Constant(_VI32, list(range(LANES))))
-        bits = builder.and_(
-            builder.lshr(_splat(builder, w, _VI32), shifts), ir.Constant(_VI32, [1] * LANES)
-        )
-        return builder.uitofp(bits, _VF32)
+        i8 = ir.IntType(8)
+        vi8 = ir.VectorType(i8, LANES)
 
-    return f32x16(word, first), codegen
+        def scalar(k, ty):
+            return builder.trunc(context.cast(builder, args[k], sig.args[k], types.int64), ty)
+
+        p = _vector_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1], i8)
+        low = builder.lshr(builder.load(p, align=1), _splat(builder, scalar(2, i8), vi8))
+        low = builder.zext(builder.and_(low, _splat(builder, scalar(3, i8), vi8)), _VI32)
+        shifts = builder.add(_splat(builder, scalar(5, _I32), _VI32),
+                             ir.Constant(_VI32, list(range(LANES))))
+        bit = builder.and_(builder.lshr(_splat(builder, scalar(4, _I32), _VI32), shifts),
+                           ir.Constant(_VI32, [1] * LANES))
+        high = builder.shl(bit, _splat(builder, scalar(6, _I32), _VI32))
+        return builder.uitofp(builder.or_(low, high), _VF32)
+
+    return f32x16(arr, i, shift, mask, word, first, up), codegen
 
 
 @intrinsic
@@ -355,12 +365,12 @@ __all__ = [
     "load_half",
     "prefetch",
     "vadd",
-    "vbits",
     "vfma",
     "vload_bf16",
     "vload_f16",
     "vload_bits",
     "vload_bits2",
+    "vload_bits_word",
     "vload_f32",
     "vload_i8",
     "vmul",

@@ -3,7 +3,7 @@ from gguf import GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
-from ..simd import load_half, vadd, vbits, vfma, vload_bits, vload_f32, vmul, vsplat, vsub
+from ..simd import load_half, vadd, vfma, vload_bits_word, vload_f32, vmul, vsplat, vsub
 
 GGML_TYPE = GGMLQuantizationType.Q5_0
 BLOCK, TYPE_SIZE = 32, 22
@@ -37,9 +37,8 @@ def dequant_block(w, b, out, o):
 def _row(w, p, xa, xb, x16, a):
     # q = nibble + 16 * high bit - 16; the -16 goes through sum(x), lane by lane
     h = _qh(w, p + 2)
-    sixteen = vsplat(16.0)
-    qa = vfma(vbits(h, 0), sixteen, vload_bits(w, p + 6, 0, 15))
-    qb = vfma(vbits(h, 16), sixteen, vload_bits(w, p + 6, 4, 15))
+    qa = vload_bits_word(w, p + 6, 0, 15, h, 0, 4)
+    qb = vload_bits_word(w, p + 6, 4, 15, h, 16, 4)
     return vfma(vsplat(load_half(w, p)), vsub(vfma(qa, xa, vmul(qb, xb)), x16), a)
 
 

@@ -3,7 +3,7 @@ from gguf import GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
-from ..simd import load_half, vadd, vbits, vfma, vload_bits, vload_f32, vmul, vsplat
+from ..simd import load_half, vadd, vfma, vload_bits_word, vload_f32, vmul, vsplat
 from .q5_0 import _qh
 
 GGML_TYPE = GGMLQuantizationType.Q5_1
@@ -28,9 +28,8 @@ def dequant_block(w, b, out, o):
 def _row(w, p, xa, xb, xs, a):
     # q = nibble + 16 * high bit; sum((d * q + m) * x) = d * sum(q * x) + m * sum(x)
     h = _qh(w, p + 4)
-    sixteen = vsplat(16.0)
-    qa = vfma(vbits(h, 0), sixteen, vload_bits(w, p + 8, 0, 15))
-    qb = vfma(vbits(h, 16), sixteen, vload_bits(w, p + 8, 4, 15))
+    qa = vload_bits_word(w, p + 8, 0, 15, h, 0, 4)
+    qb = vload_bits_word(w, p + 8, 4, 15, h, 16, 4)
     q_x = vfma(qa, xa, vmul(qb, xb))
     return vfma(vsplat(load_half(w, p)), q_x, vfma(vsplat(load_half(w, p + 2)), xs, a))
 
