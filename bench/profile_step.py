@@ -42,7 +42,8 @@ def instrument(lm_head_rows: int) -> None:
                        (model_module.activations, ["gated"]),
                        (model_module.attention, ["attention", "attention_matmul"])):
         for name in names:
-            setattr(mod, name, timed(name, getattr(mod, name)))
+            if hasattr(mod, name):  # older trees lack some kernels: profile what is there
+                setattr(mod, name, timed(name, getattr(mod, name)))
     quantized.np = _NumpyWithTimedMatmul()
     for t, tk in registry._REGISTRY.items():
         k = tk.kernels

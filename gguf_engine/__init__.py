@@ -48,6 +48,9 @@ def load(model=None, *, n_ctx: int | None = None, n_threads: int | None = None,
             raise ValueError(f"invalid n_threads={n_threads!r}: must be 1..{limit} "
                              "(NUMBA_NUM_THREADS caps it)")
         numba.set_num_threads(n_threads)
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n_threads, user_api="blas")  # prefill's BLAS keeps to the same cores
     if n_ctx is not None and (isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1):
         raise ValueError(f"invalid n_ctx={n_ctx!r}: must be a positive integer")
     if model is None and not (hf_repo or hf_file):

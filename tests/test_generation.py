@@ -201,3 +201,30 @@ def test_missing_tensor_is_named(tmp_path):
 def test_bad_load_arguments(fixtures, kw, message):
     with pytest.raises(ValueError, match=message):
         gguf_engine.load(fixtures / "synthetic" / "llama-Q8_0.gguf", **kw)
+
+
+def test_n_threads_limits_numba_and_blas(fixtures):
+    """n_threads caps Numba's threads and NumPy's BLAS (prefill runs through both), and a
+    batch leaves Numba's thread count as it found it. In a subprocess: the limits are global."""
+    import subprocess
+    import sys
+
+    path = str(fixtures / "synthetic" / "llama-Q8_0.gguf")
+    code = (
+        "import gguf_engine, numba, threadpoolctl\n"
+        f"m = gguf_engine.load({path!r})\n"
+        "before = numba.get_num_threads()\n"
+        "m.logits(list(range(1, 40)))\n"  # a batch: Numba's share runs on one thread
+        "after = numba.get_num_threads()\n"
+        f"m = gguf_engine.load({path!r}, n_threads=1)\n"
+        "m.logits(list(range(1, 40)))\n"
+        "blas = [p['num_threads'] for p in threadpoolctl.threadpool_info()"
+        " if p['user_api'] == 'blas']\n"
+        "print(before, after, numba.get_num_threads(), sorted(set(blas)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    before, after, threads, blas = out.stdout.split(maxsplit=3)
+    assert before == after
+    assert threads == "1" and blas.strip() == "[1]"
