@@ -3,7 +3,7 @@ from gguf import GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
-from ..simd import load_half, vadd, vfma, vload_bits2, vload_f32, vmul, vsplat
+from ..simd import load_half, vfma, vload_bits2, vload_f32, vmul, vsplat
 
 GGML_TYPE = GGMLQuantizationType.Q6_K
 BLOCK, TYPE_SIZE = 256, 210
@@ -30,33 +30,32 @@ def dequant_block(w, b, out, o):
 
 
 @njit(inline="always")
-def _row(w, p, h, s, half, xv, m32, a):
-    """Row w's 16 values (h, quarter s, half) of the block at p against x lanes xv."""
-    q = vadd(
-        vload_bits2(
-            w,
-            p + h * 64 + (s % 2) * 32 + half * 16,
-            4 * (s // 2),
-            15,
-            p + 128 + h * 32 + half * 16,
-            2 * s,
-            3,
-            4,
-        ),
-        m32,
+def _row(w, p, h, s, half, xv, x32, a):
+    """Row w's 16 values (h, quarter s, half) of the block at p against x lanes xv;
+    x32 = -32 xv applies the values' offset of -32 in the same FMA."""
+    q = vload_bits2(
+        w,
+        p + h * 64 + (s % 2) * 32 + half * 16,
+        4 * (s // 2),
+        15,
+        p + 128 + h * 32 + half * 16,
+        2 * s,
+        3,
+        4,
     )
     dl = load_half(w, p + 208) * np.float32(np.int8(w[p + 192 + h * 8 + s * 2 + half]))
-    return vfma(vsplat(dl), vmul(q, xv), a)
+    return vfma(vsplat(dl), vfma(q, xv, x32), a)
 
 
 @njit(inline="always")
 def _quarter(w0, w1, w2, w3, p, x, o, h, s, m32, a0, a1, a2, a3):
     for half in range(2):
         xv = vload_f32(x, o + h * 128 + s * 32 + half * 16)
-        a0 = _row(w0, p, h, s, half, xv, m32, a0)
-        a1 = _row(w1, p, h, s, half, xv, m32, a1)
-        a2 = _row(w2, p, h, s, half, xv, m32, a2)
-        a3 = _row(w3, p, h, s, half, xv, m32, a3)
+        x32 = vmul(xv, m32)
+        a0 = _row(w0, p, h, s, half, xv, x32, a0)
+        a1 = _row(w1, p, h, s, half, xv, x32, a1)
+        a2 = _row(w2, p, h, s, half, xv, x32, a2)
+        a3 = _row(w3, p, h, s, half, xv, x32, a3)
     return a0, a1, a2, a3
 
 
