@@ -22,8 +22,7 @@ def _dot4_from_dequant(dequant_block, block):
 
     @njit(inline="always")
     def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
-        # tmp (4 * block,): indexed with offsets, never sliced (a view per call would touch
-        # the shared array's reference count from every thread)
+        # tmp (4 * block,): this part's scratch, one block per row at offsets 0, block, ...
         dequant_block(w0, b, tmp, 0)
         dequant_block(w1, b, tmp, block)
         dequant_block(w2, b, tmp, 2 * block)
