@@ -193,3 +193,20 @@ def test_cuda_without_gpu_is_a_clear_error(fixtures):
                           str(fixtures / "synthetic" / "llama-Q8_0.gguf")],
                          capture_output=True, text=True, env=env)
     assert "ERR" in res.stdout and "device='cpu'" in res.stdout, res.stdout + res.stderr
+
+
+def test_simulated_greedy_generation_on_a_shared_fixture(fixtures):
+    """llama.cpp's synthetic llama (F32, 2 layers, E256): the simulated GPU path's greedy token
+    and logits after the prompt equal the CPU path's. One step takes minutes in the simulator
+    (every simulated array access is Python); the several-step decode with the KV cache is
+    `test_simulated_greedy_generation_equals_cpu` above, on a smaller model."""
+    from gguf_engine.cuda_model import CudaTransformer
+    from gguf_engine.gguf_file import GGUFFile
+    from gguf_engine.model import Transformer
+
+    f = GGUFFile(fixtures / "synthetic" / "llama-F32.gguf")
+    prompt = [f.get("tokenizer.ggml.bos_token_id")]
+    cpu = Transformer(f, n_ctx=4).forward(prompt, 0)[0].copy()
+    gpu = CudaTransformer(f, n_ctx=4).forward(prompt, 0)[0].copy()
+    assert int(np.argmax(gpu)) == int(np.argmax(cpu))
+    np.testing.assert_allclose(gpu, cpu, atol=1e-4 * np.abs(cpu).max())

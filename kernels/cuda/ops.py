@@ -14,6 +14,10 @@ from .decode import VALUE
 # Python thread, so it gets few.
 THREADS = 2 if config.ENABLE_CUDASIM else 128
 TILE = 2 if config.ENABLE_CUDASIM else 16  # GEMM tile edge
+# Matvec blocks loop over rows beyond the grid. The simulator spends ~20 ms per block on
+# bookkeeping whatever the block does, so there the grid stays small (a shared fixture's decode
+# step: 163 s with a block per row, 100 s with 4 blocks).
+MAX_BLOCKS = 4 if config.ENABLE_CUDASIM else 1 << 30
 
 
 @cuda.jit(device=True, inline=True)
@@ -39,16 +43,16 @@ def _block_reduce(sh, tid, v, take_max):
 def _make_quant_kernels(value):
     @cuda.jit
     def matvec(w, x, out, cols):
-        """One block per row: out[r] = sum_j W[r, j] x[j]."""
-        r = cuda.blockIdx.x
+        """out[r] = sum_j W[r, j] x[j], a block per row (rows beyond the grid loop back)."""
         tid = cuda.threadIdx.x
         sh = cuda.shared.array(THREADS, float32)
-        s = float32(0.0)
-        for j in range(tid, cols, THREADS):
-            s += value(w, r, j) * x[j]
-        s = _block_reduce(sh, tid, s, False)
-        if tid == 0:
-            out[r] = s
+        for r in range(cuda.blockIdx.x, out.shape[0], cuda.gridDim.x):
+            s = float32(0.0)
+            for j in range(tid, cols, THREADS):
+                s += value(w, r, j) * x[j]
+            s = _block_reduce(sh, tid, s, False)
+            if tid == 0:
+                out[r] = s
 
     @cuda.jit
     def matmul(w, X, out, rows, cols):
@@ -257,7 +261,7 @@ def grid2(n, m, block=(8, 32)):
 
 def launch_matvec(ggml_type, w, x, out):
     matvec = quant_kernels(ggml_type)[0]
-    matvec[w.shape[0], THREADS](w, x, out, x.shape[0])
+    matvec[min(w.shape[0], MAX_BLOCKS), THREADS](w, x, out, x.shape[0])
 
 
 def launch_matmul(ggml_type, w, X, out):
