@@ -23,6 +23,8 @@ _F32 = ir.FloatType()
 _I32 = ir.IntType(32)
 _VF32 = ir.VectorType(_F32, LANES)
 _VI32 = ir.VectorType(_I32, LANES)
+_I8 = ir.IntType(8)
+_VI8 = ir.VectorType(_I8, LANES)
 
 
 class F32x16(types.Type):
@@ -204,40 +206,40 @@ def vload_i8(typingctx, arr, i):
         return None
 
     def codegen(context, builder, sig, args):
-        p = _vector_pointer(
-            context, builder, sig.args[0], args[0], args[1], sig.args[1], ir.IntType(8)
-        )
+        p = _vector_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1], _I8)
         return builder.sitofp(builder.load(p, align=1), _VF32)
 
     return f32x16(arr, i), codegen
 
 
+def _ints(*ts) -> bool:
+    return all(isinstance(t, types.Integer) for t in ts)
+
+
+def _int_arg(context, builder, sig, args, k, ty: ir.IntType):
+    """Integer argument k, whatever its Numba integer type, as the LLVM integer type ty."""
+    return builder.trunc(context.cast(builder, args[k], sig.args[k], types.int64), ty)
+
+
+def _byte_field(context, builder, sig, args, k_index, k_shift, k_mask):
+    """(arr[i : i + LANES] >> shift) & mask as LANES bytes, where arr is argument 0 (a uint8
+    array) and i, shift, mask are the arguments at k_index, k_shift, k_mask."""
+    p = _vector_pointer(
+        context, builder, sig.args[0], args[0], args[k_index], sig.args[k_index], _I8
+    )
+    shift = _splat(builder, _int_arg(context, builder, sig, args, k_shift, _I8), _VI8)
+    mask = _splat(builder, _int_arg(context, builder, sig, args, k_mask, _I8), _VI8)
+    return builder.and_(builder.lshr(builder.load(p, align=1), shift), mask)
+
+
 @intrinsic
 def vload_bits(typingctx, arr, i, shift, mask):
     """(arr[i : i + LANES] >> shift) & mask of a uint8 array: nibbles and 2-bit fields."""
-    if not (
-        _contiguous_1d(arr, types.uint8)
-        and isinstance(shift, types.Integer)
-        and isinstance(mask, types.Integer)
-    ):
+    if not (_contiguous_1d(arr, types.uint8) and _ints(i, shift, mask)):
         return None
 
     def codegen(context, builder, sig, args):
-        i8 = ir.IntType(8)
-        vi8 = ir.VectorType(i8, LANES)
-        p = _vector_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1], i8)
-        sh = _splat(
-            builder,
-            builder.trunc(context.cast(builder, args[2], sig.args[2], types.int64), i8),
-            vi8,
-        )
-        mk = _splat(
-            builder,
-            builder.trunc(context.cast(builder, args[3], sig.args[3], types.int64), i8),
-            vi8,
-        )
-        q = builder.and_(builder.lshr(builder.load(p, align=1), sh), mk)
-        return builder.uitofp(q, _VF32)
+        return builder.uitofp(_byte_field(context, builder, sig, args, 1, 2, 3), _VF32)
 
     return f32x16(arr, i, shift, mask), codegen
 
@@ -247,32 +249,14 @@ def vload_bits2(typingctx, arr, i, shift, mask, j, shift2, mask2, up):
     """((arr[i:i+LANES] >> shift) & mask) | (((arr[j:j+LANES] >> shift2) & mask2) << up) of a
     uint8 array: a value whose low and high bits live in two places (Q6_K), put together in
     byte lanes so only one conversion to float remains."""
-    ints = (shift, mask, j, shift2, mask2, up)
-    if not (
-        _contiguous_1d(arr, types.uint8)
-        and isinstance(i, types.Integer)
-        and all(isinstance(t, types.Integer) for t in ints)
-    ):
+    if not (_contiguous_1d(arr, types.uint8) and _ints(i, shift, mask, j, shift2, mask2, up)):
         return None
 
     def codegen(context, builder, sig, args):
-        i8 = ir.IntType(8)
-        vi8 = ir.VectorType(i8, LANES)
-
-        def byte_splat(k):
-            v = context.cast(builder, args[k], sig.args[k], types.int64)
-            return _splat(builder, builder.trunc(v, i8), vi8)
-
-        def field(k_index, k_shift, k_mask):
-            p = _vector_pointer(
-                context, builder, sig.args[0], args[0], args[k_index], sig.args[k_index], i8
-            )
-            v = builder.lshr(builder.load(p, align=1), byte_splat(k_shift))
-            return builder.and_(v, byte_splat(k_mask))
-
-        low = field(1, 2, 3)
-        high = builder.shl(field(4, 5, 6), byte_splat(7))
-        return builder.uitofp(builder.or_(low, high), _VF32)
+        low = _byte_field(context, builder, sig, args, 1, 2, 3)
+        high = _byte_field(context, builder, sig, args, 4, 5, 6)
+        up = _splat(builder, _int_arg(context, builder, sig, args, 7, _I8), _VI8)
+        return builder.uitofp(builder.or_(low, builder.shl(high, up)), _VF32)
 
     return f32x16(arr, i, shift, mask, j, shift2, mask2, up), codegen
 
@@ -281,26 +265,18 @@ def vload_bits2(typingctx, arr, i, shift, mask, j, shift2, mask2, up):
 def vload_bits_word(typingctx, arr, i, shift, mask, word, first, up):
     """((arr[i:i+LANES] >> shift) & mask) | (bit (first + k) of the 32-bit word << up) for lane
     k, of a uint8 array: Q5 values, whose fifth bits are packed in one word per block."""
-    ints = (i, shift, mask, word, first, up)
-    if not (_contiguous_1d(arr, types.uint8) and all(isinstance(t, types.Integer) for t in ints)):
+    if not (_contiguous_1d(arr, types.uint8) and _ints(i, shift, mask, word, first, up)):
         return None
 
     def codegen(context, builder, sig, args):
-        i8 = ir.IntType(8)
-        vi8 = ir.VectorType(i8, LANES)
-
-        def scalar(k, ty):
-            return builder.trunc(context.cast(builder, args[k], sig.args[k], types.int64), ty)
-
-        p = _vector_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1], i8)
-        low = builder.lshr(builder.load(p, align=1), _splat(builder, scalar(2, i8), vi8))
-        low = builder.zext(builder.and_(low, _splat(builder, scalar(3, i8), vi8)), _VI32)
-        shifts = builder.add(_splat(builder, scalar(5, _I32), _VI32),
-                             ir.Constant(_VI32, list(range(LANES))))
-        bit = builder.and_(builder.lshr(_splat(builder, scalar(4, _I32), _VI32), shifts),
-                           ir.Constant(_VI32, [1] * LANES))
-        high = builder.shl(bit, _splat(builder, scalar(6, _I32), _VI32))
-        return builder.uitofp(builder.or_(low, high), _VF32)
+        low = builder.zext(_byte_field(context, builder, sig, args, 1, 2, 3), _VI32)
+        word, first, up = (
+            _splat(builder, _int_arg(context, builder, sig, args, k, _I32), _VI32)
+            for k in (4, 5, 6)
+        )
+        shifts = builder.add(first, ir.Constant(_VI32, list(range(LANES))))
+        bit = builder.and_(builder.lshr(word, shifts), ir.Constant(_VI32, [1] * LANES))
+        return builder.uitofp(builder.or_(low, builder.shl(bit, up)), _VF32)
 
     return f32x16(arr, i, shift, mask, word, first, up), codegen
 
