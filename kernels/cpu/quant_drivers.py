@@ -39,6 +39,44 @@ def _dot4_from_dequant(dequant_block, block):
     return dot4_block
 
 
+def dot4_from_row32(row, type_size):
+    """A 4-row block dot product for types with 32-value blocks of type_size bytes, from
+    row(w, p, xa, xb, a): a + one row's block at byte p against its x values, xa (values 0-15)
+    and xb (16-31). What row derives from xa, xb alone, LLVM computes once for the four rows."""
+
+    @njit(inline="always")
+    def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
+        p = b * type_size
+        xa = vload_f32(x, b * 32)
+        xb = vload_f32(x, b * 32 + 16)
+        return (
+            row(w0, p, xa, xb, a0),
+            row(w1, p, xa, xb, a1),
+            row(w2, p, xa, xb, a2),
+            row(w3, p, xa, xb, a3),
+        )
+
+    return dot4_block
+
+
+def dot4_from_lanes(load):
+    """A 4-row dot product over LANES values for the float types, from load(w, i): LANES
+    weights of row w from element i, as float32."""
+
+    @njit(inline="always")
+    def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
+        o = b * LANES
+        xv = vload_f32(x, o)
+        return (
+            vfma(load(w0, o), xv, a0),
+            vfma(load(w1, o), xv, a1),
+            vfma(load(w2, o), xv, a2),
+            vfma(load(w3, o), xv, a3),
+        )
+
+    return dot4_block
+
+
 # The per-type names the loop templates below read; `build` binds them for each type.
 BLOCK = STEP = STEP_UNITS = 1
 dequant_block = dot4_block = None

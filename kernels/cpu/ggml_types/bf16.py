@@ -3,7 +3,8 @@ from gguf import GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import bf16_bits_to_f32
-from ..simd import LANES, vfma, vload_bf16, vload_f32
+from ..quant_drivers import dot4_from_lanes
+from ..simd import LANES, vload_bf16
 
 GGML_TYPE = GGMLQuantizationType.BF16
 BLOCK, TYPE_SIZE = 1, 2
@@ -16,13 +17,4 @@ def dequant_block(w, b, out, o):
     out[o] = bf16_bits_to_f32(np.int32(w[b]))
 
 
-@njit(inline="always")
-def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
-    o = b * LANES
-    xv = vload_f32(x, o)
-    return (
-        vfma(vload_bf16(w0, o), xv, a0),
-        vfma(vload_bf16(w1, o), xv, a1),
-        vfma(vload_bf16(w2, o), xv, a2),
-        vfma(vload_bf16(w3, o), xv, a3),
-    )
+dot4_block = dot4_from_lanes(vload_bf16)

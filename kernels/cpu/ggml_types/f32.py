@@ -2,7 +2,8 @@ import numpy as np
 from gguf import GGMLQuantizationType
 from numba import njit
 
-from ..simd import LANES, vfma, vload_f32
+from ..quant_drivers import dot4_from_lanes
+from ..simd import LANES, vload_f32
 
 GGML_TYPE = GGMLQuantizationType.F32
 BLOCK, TYPE_SIZE = 1, 4
@@ -15,13 +16,4 @@ def dequant_block(w, b, out, o):
     out[o] = w[b]
 
 
-@njit(inline="always")
-def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
-    o = b * LANES
-    xv = vload_f32(x, o)
-    return (
-        vfma(vload_f32(w0, o), xv, a0),
-        vfma(vload_f32(w1, o), xv, a1),
-        vfma(vload_f32(w2, o), xv, a2),
-        vfma(vload_f32(w3, o), xv, a3),
-    )
+dot4_block = dot4_from_lanes(vload_f32)

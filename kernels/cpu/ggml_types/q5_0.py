@@ -3,7 +3,8 @@ from gguf import GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
-from ..simd import load_half, vadd, vfma, vload_bits_word, vload_f32, vmul, vsplat, vsub
+from ..quant_drivers import dot4_from_row32
+from ..simd import load_half, vadd, vfma, vload_bits_word, vmul, vsplat, vsub
 
 GGML_TYPE = GGMLQuantizationType.Q5_0
 BLOCK, TYPE_SIZE = 32, 22
@@ -34,23 +35,13 @@ def dequant_block(w, b, out, o):
 
 
 @njit(inline="always")
-def _row(w, p, xa, xb, x16, a):
+def _row(w, p, xa, xb, a):
     # q = nibble + 16 * high bit - 16; the -16 goes through sum(x), lane by lane
+    x16 = vmul(vadd(xa, xb), vsplat(16.0))
     h = _qh(w, p + 2)
     qa = vload_bits_word(w, p + 6, 0, 15, h, 0, 4)
     qb = vload_bits_word(w, p + 6, 4, 15, h, 16, 4)
     return vfma(vsplat(load_half(w, p)), vsub(vfma(qa, xa, vmul(qb, xb)), x16), a)
 
 
-@njit(inline="always")
-def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
-    p = b * TYPE_SIZE
-    xa = vload_f32(x, b * 32)
-    xb = vload_f32(x, b * 32 + 16)
-    x16 = vmul(vadd(xa, xb), vsplat(16.0))
-    return (
-        _row(w0, p, xa, xb, x16, a0),
-        _row(w1, p, xa, xb, x16, a1),
-        _row(w2, p, xa, xb, x16, a2),
-        _row(w3, p, xa, xb, x16, a3),
-    )
+dot4_block = dot4_from_row32(_row, TYPE_SIZE)

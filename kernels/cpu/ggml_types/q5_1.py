@@ -3,7 +3,8 @@ from gguf import GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
-from ..simd import load_half, vadd, vfma, vload_bits_word, vload_f32, vmul, vsplat
+from ..quant_drivers import dot4_from_row32
+from ..simd import load_half, vadd, vfma, vload_bits_word, vmul, vsplat
 from .q5_0 import _qh
 
 GGML_TYPE = GGMLQuantizationType.Q5_1
@@ -25,8 +26,9 @@ def dequant_block(w, b, out, o):
 
 
 @njit(inline="always")
-def _row(w, p, xa, xb, xs, a):
+def _row(w, p, xa, xb, a):
     # q = nibble + 16 * high bit; sum((d * q + m) * x) = d * sum(q * x) + m * sum(x)
+    xs = vadd(xa, xb)
     h = _qh(w, p + 4)
     qa = vload_bits_word(w, p + 8, 0, 15, h, 0, 4)
     qb = vload_bits_word(w, p + 8, 4, 15, h, 16, 4)
@@ -34,15 +36,4 @@ def _row(w, p, xa, xb, xs, a):
     return vfma(vsplat(load_half(w, p)), q_x, vfma(vsplat(load_half(w, p + 2)), xs, a))
 
 
-@njit(inline="always")
-def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
-    p = b * TYPE_SIZE
-    xa = vload_f32(x, b * 32)
-    xb = vload_f32(x, b * 32 + 16)
-    xs = vadd(xa, xb)
-    return (
-        _row(w0, p, xa, xb, xs, a0),
-        _row(w1, p, xa, xb, xs, a1),
-        _row(w2, p, xa, xb, xs, a2),
-        _row(w3, p, xa, xb, xs, a3),
-    )
+dot4_block = dot4_from_row32(_row, TYPE_SIZE)

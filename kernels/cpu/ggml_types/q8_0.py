@@ -3,7 +3,8 @@ from gguf import GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
-from ..simd import load_half, vfma, vload_f32, vload_i8, vmul, vsplat
+from ..quant_drivers import dot4_from_row32
+from ..simd import load_half, vfma, vload_i8, vmul, vsplat
 
 GGML_TYPE = GGMLQuantizationType.Q8_0
 BLOCK, TYPE_SIZE = 32, 34
@@ -26,14 +27,4 @@ def _row(w, p, xa, xb, a):
     )
 
 
-@njit(inline="always")
-def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
-    p = b * TYPE_SIZE
-    xa = vload_f32(x, b * 32)
-    xb = vload_f32(x, b * 32 + 16)
-    return (
-        _row(w0, p, xa, xb, a0),
-        _row(w1, p, xa, xb, a1),
-        _row(w2, p, xa, xb, a2),
-        _row(w3, p, xa, xb, a3),
-    )
+dot4_block = dot4_from_row32(_row, TYPE_SIZE)
