@@ -43,20 +43,24 @@ def value_q8_0(w, r, j):
 
 
 @cuda.jit(device=True, inline=True)
+def _nibble(w, r, qs, i):
+    """Value i (0-31) of a block whose 16 nibble bytes start at qs: the low nibbles are values
+    0-15, the high ones 16-31 (Q4_0 and Q5_0)."""
+    byte = int32(w[r, qs + i % 16])
+    return (byte & 15) if i < 16 else (byte >> 4)
+
+
+@cuda.jit(device=True, inline=True)
 def value_q4_0(w, r, j):
     p = (j // 32) * 18
-    i = j % 32
-    byte = int32(w[r, p + 2 + i % 16])
-    q = (byte & 15) if i < 16 else (byte >> 4)
-    return f16_at(w, r, p) * float32(q - 8)
+    return f16_at(w, r, p) * float32(_nibble(w, r, p + 2, j % 32) - 8)
 
 
 @cuda.jit(device=True, inline=True)
 def value_q5_0(w, r, j):
     p = (j // 32) * 22
     i = j % 32
-    byte = int32(w[r, p + 6 + i % 16])
-    q = (byte & 15) if i < 16 else (byte >> 4)
+    q = _nibble(w, r, p + 6, i)
     hb = (int32(w[r, p + 2 + i // 8]) >> (i % 8)) & 1
     return f16_at(w, r, p) * float32((q | (hb << 4)) - 16)
 
