@@ -185,7 +185,6 @@ def build(mod) -> SimpleNamespace:
         BLOCK=mod.BLOCK,
         STEP=step,
         STEP_UNITS=step_units,
-        PREFETCH_GROUPS=PREFETCH_GROUPS,
         dequant_block=mod.dequant_block,
         dot4_block=dot4,
     )
