@@ -1,27 +1,26 @@
-"""The tokenizer stored in a GGUF file, as a `tokenizers.Tokenizer`, plus detokenization from a
+"""The tokenizer stored in a GGUF file: llama.cpp's tokenization, and detokenization from a
 table of token bytes.
 
-- SentencePiece style (`tokenizer.ggml.model = llama`): llama.cpp merges the adjacent pair whose
-  merged piece scores highest. That is a BPE whose merges are every split of a vocabulary piece
-  into two pieces, ranked by the merged piece's score, with byte fallback.
-- Byte-level BPE (`gpt2`): the file's merges, with the pre-tokenizer regex that
-  `tokenizer.ggml.pre` names (llama.cpp's `llama-vocab.cpp`).
-Control tokens are special (parsed only with `special=True`); user-defined tokens are always
-parsed, as in llama.cpp. Finding the SentencePiece merges takes a second or two on a 262k
-vocabulary, so they are cached on disk as token-id pairs, keyed by a digest of the vocabulary
-(loading a saved tokenizer.json would take longer than building the tokenizer from them).
+- Special tokens first (llama.cpp's `tokenizer_st_partition`): control, user-defined and unknown
+  tokens are cut out of the text, longest first; user-defined ones always, control and unknown
+  ones only with `special=True`. The pieces of text between them are tokenized on their own.
+- SentencePiece style (`tokenizer.ggml.model = llama`): llama.cpp's `llm_tokenizer_spm`, written
+  out here: start from single characters and keep merging the adjacent pair whose concatenation
+  is the best-scoring vocabulary piece (ties: the leftmost), then spell leftover characters as
+  byte tokens. It needs only a piece -> id table, so building it costs no more than reading the
+  vocabulary (a `tokenizers` BPE emulating it needed 514k merges and a second to build).
+- Byte-level BPE (`gpt2`): a `tokenizers` BPE with the file's merges and the pre-tokenizer regex
+  that `tokenizer.ggml.pre` names (llama.cpp's `llama-vocab.cpp`).
 """
 
 from __future__ import annotations
 
 import codecs
-import hashlib
-import os
+import heapq
 
 import numpy as np
-from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 
-from .default_model import cache_dir
 from .gguf_file import GGUFError, GGUFFile
 
 # llama.cpp's token types (tokenizer.ggml.token_type)
@@ -39,7 +38,8 @@ PRE_TOKENIZER_REGEX = {
 # llama.cpp treats the end of generation as any of these token texts, besides EOS/EOT/EOM ids.
 EOG_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
              "<EOT>", "_<EOT>", "<|end_of_text|>", "<|return|>", "<|call|>")
-TOKENIZER_CACHE_VERSION = "2"
+# C's isspace(): the whitespace a right-stripping special token swallows after itself
+_C_SPACE = " \t\n\v\f\r"
 
 
 def _gpt2_byte_decoder() -> dict[str, int]:
@@ -57,7 +57,7 @@ def _gpt2_byte_decoder() -> dict[str, int]:
 
 
 class GGUFTokenizer:
-    """Encoding through `tokenizers`, decoding through a table of token bytes."""
+    """Encoding as llama.cpp does it, decoding through a table of token bytes."""
 
     def __init__(self, f: GGUFFile):
         self.path = f.path
@@ -88,75 +88,47 @@ class GGUFTokenizer:
         self.eog_ids = frozenset(eog)
         self._pieces: dict[int, bytes] = {}
         self._byte_decoder = None if is_spm else _gpt2_byte_decoder()
-        self.tok = self._build_spm(f) if self.kind == "llama" else self._build_bpe(f)
+        self._specials = self._special_tokens(str(f.get("general.name", "")).lower())
+        if is_spm:
+            scores = f.get("tokenizer.ggml.scores")
+            if scores is None:
+                raise GGUFError(f"{f.path}: a SentencePiece vocabulary needs "
+                                "tokenizer.ggml.scores")
+            if len(scores) != n:
+                raise GGUFError(f"{f.path}: tokenizer.ggml.scores has {len(scores)} entries "
+                                f"for {n} tokens")
+            self._ids = {t: i for i, t in enumerate(self.tokens)}  # piece -> id, last one wins
+            self._scores: list[float] = np.asarray(scores, dtype=np.float32).tolist()
+            self._byte_ids = self._byte_tokens(f)
+        else:
+            self._bpe = self._build_bpe(f)
 
     # -- building ----------------------------------------------------------------------
-    def _digest(self, f: GGUFFile) -> str:
-        h = hashlib.sha256(TOKENIZER_CACHE_VERSION.encode())
-        for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre",
-                    "tokenizer.ggml.add_space_prefix"):
-            h.update(repr(f.get(key)).encode())
-        h.update("\0".join(self.tokens).encode("utf-8", "surrogatepass"))
-        h.update(self.types.tobytes())
-        for key in ("tokenizer.ggml.scores", "tokenizer.ggml.merges"):
-            v = f.get(key)
-            if v is not None:
-                h.update(np.asarray(v).tobytes() if key.endswith("scores")
-                         else "\n".join(v.to_list()).encode())
-        return h.hexdigest()[:24]
+    def _special_tokens(self, model_name: str) -> list[tuple[str, int, bool, bool]]:
+        """(text, id, parsed only with special=True, swallows whitespace after it), longest
+        UTF-8 first: llama.cpp's cache_special_tokens and their attributes. llama.cpp gives
+        every special token of a model named phi-3/phi3 the right-strip attribute, except
+        <unk>, <s> and <|endoftext|>."""
+        kinds = (CONTROL, USER_DEFINED, UNKNOWN)
+        ids = np.flatnonzero(np.isin(self.types, kinds))
+        phi3 = "phi-3" in model_name or "phi3" in model_name
+        keeps_space = ("<unk>", "<s>", "<|endoftext|>")
+        out = [(self.tokens[i], int(i), bool(self.types[i] != USER_DEFINED),
+                phi3 and self.tokens[i] not in keeps_space) for i in ids if self.tokens[i]]
+        out.sort(key=lambda s: -len(s[0].encode("utf-8", "surrogatepass")))
+        return out
 
-    def _spm_merges(self, f: GGUFFile, scores: np.ndarray) -> np.ndarray:
-        """(n_merges, 2) int32 token ids (left, right), best first: every split of a mergeable
-        piece into two vocabulary pieces, ranked by the merged piece's score. Cached on disk."""
-        path = cache_dir() / "tokenizers" / f"{self._digest(f)}.merges.npy"
-        try:
-            return np.load(path)
-        except (OSError, ValueError):
-            pass  # not cached yet, or a damaged entry: rebuild it
-        vocab = {t: i for i, t in enumerate(self.tokens)}
-        mergeable = (self.types == NORMAL) | (self.types == USER_DEFINED)
-        found = []  # (-score, merged id, left id, right id)
-        for i, piece in enumerate(self.tokens):
-            if not mergeable[i] or len(piece) < 2:
-                continue
-            for k in range(1, len(piece)):
-                left, right = vocab.get(piece[:k]), vocab.get(piece[k:])
-                if left is not None and right is not None:
-                    found.append((-scores[i], i, left, right))
-        found.sort()
-        merges = np.array([(m[2], m[3]) for m in found], dtype=np.int32).reshape(-1, 2)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(tmp, merges)
-            os.replace(tmp, path)
-        except OSError:
-            pass  # a read-only cache only costs the rebuild next time
-        return merges
-
-    def _added_tokens(self) -> list[AddedToken]:
-        special = np.flatnonzero((self.types == CONTROL) | (self.types == USER_DEFINED))
-        return [AddedToken(self.tokens[i], special=bool(self.types[i] == CONTROL),
-                           normalized=False) for i in special]
-
-    def _build_spm(self, f: GGUFFile) -> Tokenizer:
-        scores = f.get("tokenizer.ggml.scores")
-        if scores is None:
-            raise GGUFError(f"{f.path}: a SentencePiece vocabulary needs tokenizer.ggml.scores")
-        ids = self._spm_merges(f, np.asarray(scores, dtype=np.float64))
-        toks = self.tokens
-        pieces = np.array(toks, dtype=object)  # (n_vocab,) for vectorized lookups
-        merges = list(zip(pieces[ids[:, 0]].tolist(), pieces[ids[:, 1]].tolist(), strict=True))
-        unk = next((toks[i] for i in np.flatnonzero(self.types == UNKNOWN)[:1]), None)
-        model = models.BPE(vocab={t: i for i, t in enumerate(toks)}, merges=merges,
-                           unk_token=unk, byte_fallback=True, fuse_unk=True)
-        tok = Tokenizer(model)
-        norm = [normalizers.Replace(" ", "▁")]
-        if self.add_space_prefix:
-            norm.insert(0, normalizers.Prepend("▁"))
-        tok.normalizer = normalizers.Sequence(norm)
-        tok.add_tokens(self._added_tokens())
-        return tok
+    def _byte_tokens(self, f: GGUFFile) -> list[int]:
+        """(256,) the token of each byte for SentencePiece's byte fallback: <0xAB>, else the
+        byte's own one-character piece (llama.cpp's byte_to_token), else the unknown token."""
+        unk = next((int(i) for i in np.flatnonzero(self.types == UNKNOWN)[:1]), None)
+        table = []
+        for b in range(256):
+            i = self._ids.get(f"<0x{b:02X}>")
+            if i is None and b < 0x80:
+                i = self._ids.get(chr(b))
+            table.append(unk if i is None else i)
+        return table
 
     def _build_bpe(self, f: GGUFFile) -> Tokenizer:
         merges = f.get("tokenizer.ggml.merges")
@@ -173,22 +145,110 @@ class GGUFTokenizer:
             pre_tokenizers.Split(Regex(PRE_TOKENIZER_REGEX[self.pre]), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ])
-        tok.add_tokens(self._added_tokens())
         return tok
+
+    # -- encoding ----------------------------------------------------------------------
+    def _partition(self, text: str, special: bool) -> list[str | int]:
+        """The text as pieces of text and special token ids, in order."""
+        frags: list[str | int] = [text] if text else []
+        for piece, tid, control, rstrip in self._specials:
+            if (control and not special) or not any(
+                    type(f) is str and piece in f for f in frags):
+                continue
+            out: list[str | int] = []
+            for f in frags:
+                if type(f) is not str or piece not in f:
+                    out.append(f)
+                    continue
+                pos, end = 0, len(f)
+                while pos < end:
+                    m = f.find(piece, pos)
+                    if m < 0:
+                        out.append(f[pos:])
+                        break
+                    if m > pos:
+                        out.append(f[pos:m])
+                    out.append(tid)
+                    pos = m + len(piece)
+                    if rstrip:
+                        while pos < end and f[pos] in _C_SPACE:
+                            pos += 1
+            frags = out
+        return frags
+
+    def _spm(self, text: str) -> list[int]:
+        """llama.cpp's SentencePiece merge loop over one piece of text (spaces already ▁).
+        Symbols are runs of characters named by their first index; length[i] == 0 once
+        symbol i has been merged into its left neighbour."""
+        ids, scores = self._ids, self._scores
+        n = len(text)
+        length = [1] * n
+        prev = list(range(-1, n - 1))
+        nxt = list(range(1, n + 1))
+        nxt[-1] = -1
+        heap = []  # (-score, left, right, merged length): best score first, then leftmost
+        for i in range(n - 1):
+            t = ids.get(text[i:i + 2])
+            if t is not None:
+                heap.append((-scores[t], i, i + 1, 2))
+        heapq.heapify(heap)
+        push, pop = heapq.heappush, heapq.heappop
+        while heap:
+            _, left, right, size = pop(heap)
+            if length[left] == 0 or length[right] == 0 or length[left] + length[right] != size:
+                continue  # one side has changed since this pair was queued
+            length[left] = size
+            length[right] = 0
+            after = nxt[left] = nxt[right]
+            if after >= 0:
+                prev[after] = left
+                t = ids.get(text[left:after + length[after]])
+                if t is not None:
+                    push(heap, (-scores[t], left, after, size + length[after]))
+            before = prev[left]
+            if before >= 0:
+                t = ids.get(text[before:left + size])
+                if t is not None:
+                    push(heap, (-scores[t], before, left, length[before] + size))
+        out = []
+        i = 0
+        while i >= 0:
+            piece = text[i:i + length[i]]
+            t = ids.get(piece)
+            if t is not None:
+                out.append(t)
+            else:
+                for b in piece.encode("utf-8", "surrogatepass"):
+                    t = self._byte_ids[b]
+                    if t is None:
+                        raise ValueError(f"{self.path}: the vocabulary has no token for the "
+                                         f"byte 0x{b:02X} of {piece!r} and no unknown token")
+                    out.append(t)
+            i = nxt[i]
+        return out
+
+    def encode(self, text: str, add_bos: bool, add_eos: bool, special: bool) -> list[int]:
+        ids = [self.bos_id] if add_bos and self.bos_id is not None else []
+        after_special = True  # SentencePiece prefixes a space to text that starts or follows one
+        for frag in self._partition(text, special):
+            if type(frag) is int:
+                ids.append(frag)
+                after_special = True
+            elif self.kind == "llama":
+                if self.add_space_prefix and after_special:
+                    frag = " " + frag
+                ids += self._spm(frag.replace(" ", "▁"))
+                after_special = False
+            else:
+                ids += self._bpe.encode(frag, add_special_tokens=False).ids
+        if add_eos and self.eos_id is not None:
+            ids.append(self.eos_id)
+        return ids
 
     # -- use ---------------------------------------------------------------------------
     @property
     def n_vocab(self) -> int:
         return len(self.tokens)
-
-    def encode(self, text: str, add_bos: bool, add_eos: bool, special: bool) -> list[int]:
-        self.tok.encode_special_tokens = not special
-        ids = self.tok.encode(text, add_special_tokens=False).ids if text else []
-        if add_bos and self.bos_id is not None:
-            ids.insert(0, self.bos_id)
-        if add_eos and self.eos_id is not None:
-            ids.append(self.eos_id)
-        return ids
 
     def piece(self, i: int) -> bytes:
         """The bytes token i stands for in text; control tokens stand for none."""
