@@ -7,6 +7,7 @@ from gguf_engine.kernels.cpu.simd import (
     load_half,
     vadd,
     vfma,
+    vlane,
     vload_bf16,
     vload_bits,
     vload_bits2,
@@ -14,8 +15,10 @@ from gguf_engine.kernels.cpu.simd import (
     vload_f16,
     vload_f32,
     vload_i8,
+    vload_k_scales,
     vmul,
     vsplat,
+    vsplat2,
     vstore_f32,
     vsub,
     vsum,
@@ -81,3 +84,37 @@ def test_half_bits_rounds_to_nearest_even():
     out = np.empty(x.shape, np.int32)
     _half_bits_all(x, out)
     np.testing.assert_array_equal(out, x.astype(np.float16).view(np.uint16))
+
+
+@njit
+def _lanes(u8, f, out):
+    v = vload_f32(f, 0)
+    vstore_f32(out, 0, vlane(v, 5))
+    vstore_f32(out, 16, vsplat2(1.5, -2))
+    vstore_f32(out, 32, vload_k_scales(u8, 3))
+    for j in range(LANES):  # a lane index only known at run time
+        vstore_f32(out, 48 + 16 * j, vlane(v, j))
+
+
+def _scale_min_k4(q, j):
+    """llama.cpp's get_scale_min_k4, transcribed."""
+    if j < 4:
+        return q[j] & 63, q[j + 4] & 63
+    return (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4)
+
+
+def test_lane_splats_and_k_quant_scales():
+    f = rng.standard_normal(16).astype(np.float32)
+    out = np.zeros(48 + 16 * LANES, np.float32)
+    for trial in range(20):
+        u8 = rng.integers(0, 256, 24, dtype=np.uint8)
+        if trial == 0:
+            u8[:] = 255
+        _lanes(u8, f, out)
+        q = u8[3:15].astype(np.int64)
+        pairs = [_scale_min_k4(q, j) for j in range(8)]
+        want = [s for s, _ in pairs] + [m for _, m in pairs]
+        np.testing.assert_array_equal(out[32:48], want)
+    np.testing.assert_array_equal(out[:16], np.full(16, f[5]))
+    np.testing.assert_array_equal(out[16:32], [1.5] * 8 + [-2.0] * 8)
+    np.testing.assert_array_equal(out[48:].reshape(LANES, 16), np.repeat(f[:, None], 16, 1))

@@ -21,7 +21,7 @@ def _dot4_from_dequant(dequant_block, block):
     blocks into scratch, then FMA them against x a vector at a time."""
 
     @njit(inline="always")
-    def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
+    def dot4_block(w0, w1, w2, w3, b, x, xd, a0, a1, a2, a3, tmp):
         # tmp (4 * block,): this part's scratch, one block per row at offsets 0, block, ...
         dequant_block(w0, b, tmp, 0)
         dequant_block(w1, b, tmp, block)
@@ -45,7 +45,7 @@ def dot4_from_row32(row, type_size):
     and xb (16-31). What row derives from xa, xb alone, LLVM computes once for the four rows."""
 
     @njit(inline="always")
-    def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
+    def dot4_block(w0, w1, w2, w3, b, x, xd, a0, a1, a2, a3, tmp):
         p = b * type_size
         xa = vload_f32(x, b * 32)
         xb = vload_f32(x, b * 32 + 16)
@@ -64,7 +64,7 @@ def dot4_from_lanes(load):
     weights of row w from element i, as float32."""
 
     @njit(inline="always")
-    def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
+    def dot4_block(w0, w1, w2, w3, b, x, xd, a0, a1, a2, a3, tmp):
         o = b * LANES
         xv = vload_f32(x, o)
         return (
@@ -77,9 +77,15 @@ def dot4_from_lanes(load):
     return dot4_block
 
 
+@njit(inline="always")
+def x_itself(x):
+    """The default `derive_x`: dot products that need nothing derived from x get x."""
+    return x
+
+
 # The per-type names the loop templates below read; `build` binds them for each type.
 BLOCK = STEP = STEP_UNITS = 1
-dequant_block = dot4_block = None
+dequant_block = dot4_block = derive_x = None
 
 
 def dequantize_rows(w, out):
@@ -106,10 +112,12 @@ def matvec_rows(w, x, out, scratch):
     """out[r] = dot(row r of w, x) for w (rows, row_units), x (cols,), out (rows,).
     Four rows at a time share every loaded x vector; each row keeps a vector accumulator across
     blocks and is summed once at its end. dot4_block covers STEP values (a block, or LANES values
-    of a float type, whose last cols % LANES values are done a block at a time after).
+    of a float type, whose last cols % LANES values are done a block at a time after); xd is
+    what the type derives from x once per call for all rows (derive_x; x itself by default).
     scratch (n_parts, 4 * BLOCK) float32: one slice per parallel part (chunks go to threads)."""
     rows = w.shape[0]
     cols = x.shape[0]
+    xd = derive_x(x)
     n_steps = cols // STEP
     ahead = PREFETCH_GROUPS * 4
     n_groups = (rows + 3) // 4
@@ -131,7 +139,7 @@ def matvec_rows(w, x, out, scratch):
                     prefetch(w, pr + 1, s * STEP_UNITS)
                     prefetch(w, pr + 2, s * STEP_UNITS)
                     prefetch(w, pr + 3, s * STEP_UNITS)
-                a0, a1, a2, a3 = dot4_block(w0, w1, w2, w3, s, x, a0, a1, a2, a3, tmp)
+                a0, a1, a2, a3 = dot4_block(w0, w1, w2, w3, s, x, xd, a0, a1, a2, a3, tmp)
             t0, t1, t2, t3 = vsum(a0), vsum(a1), vsum(a2), vsum(a3)
             for b in range(n_steps * STEP // BLOCK, cols // BLOCK):
                 dequant_block(w0, b, tmp, 0)
@@ -187,6 +195,7 @@ def build(mod) -> SimpleNamespace:
         STEP_UNITS=step_units,
         dequant_block=mod.dequant_block,
         dot4_block=dot4,
+        derive_x=getattr(mod, "derive_x", x_itself),
     )
     return SimpleNamespace(
         dequantize_rows=njit(parallel=True, cache=True)(_bind(dequantize_rows, suffix, **names)),

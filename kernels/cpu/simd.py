@@ -139,6 +139,38 @@ def vsum(typingctx, a):
 
 
 @intrinsic
+def vlane(typingctx, v, j):
+    """Every lane = lane j of v (j constant after inlining: one shuffle)."""
+    if not (_is_vec(v) and isinstance(j, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        j = _int_arg(context, builder, sig, args, 1, _I32)
+        return _splat(builder, builder.extract_element(args[0], j), _VF32)
+
+    return f32x16(v, j), codegen
+
+
+@intrinsic
+def vsplat2(typingctx, a, b):
+    """Lanes 0 to LANES/2 - 1 = the scalar a, the rest = b."""
+    if not all(isinstance(t, (types.Float, types.Integer)) for t in (a, b)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        lo, hi = (
+            _splat(builder, context.cast(builder, args[k], sig.args[k], types.float32), _VF32)
+            for k in (0, 1)
+        )
+        half = LANES // 2
+        return builder.shuffle_vector(
+            lo, hi, ir.Constant(_VI32, list(range(half)) + list(range(LANES + half, 2 * LANES)))
+        )
+
+    return f32x16(a, b), codegen
+
+
+@intrinsic
 def vload_f32(typingctx, arr, i):
     """arr[i : i + LANES] of a float32 array."""
     if not _contiguous_1d(arr, types.float32):
@@ -270,15 +302,49 @@ def vload_bits_word(typingctx, arr, i, shift, mask, word, first, up):
 
     def codegen(context, builder, sig, args):
         low = builder.zext(_byte_field(context, builder, sig, args, 1, 2, 3), _VI32)
-        word, first, up = (
-            _splat(builder, _int_arg(context, builder, sig, args, k, _I32), _VI32)
-            for k in (4, 5, 6)
+        word, first = (_int_arg(context, builder, sig, args, k, _I32) for k in (4, 5))
+        # the LANES bits as a vector of i1: one mask register where the target has them
+        bits = builder.bitcast(
+            builder.trunc(builder.lshr(word, first), ir.IntType(LANES)),
+            ir.VectorType(ir.IntType(1), LANES),
         )
-        shifts = builder.add(first, ir.Constant(_VI32, list(range(LANES))))
-        bit = builder.and_(builder.lshr(word, shifts), ir.Constant(_VI32, [1] * LANES))
-        return builder.uitofp(builder.or_(low, builder.shl(bit, up)), _VF32)
+        up = _splat(builder, _int_arg(context, builder, sig, args, 6, _I32), _VI32)
+        one = builder.shl(ir.Constant(_VI32, [1] * LANES), up)
+        high = builder.select(bits, one, ir.Constant(_VI32, [0] * LANES))
+        return builder.uitofp(builder.or_(low, high), _VF32)
 
     return f32x16(arr, i, shift, mask, word, first, up), codegen
+
+
+@intrinsic
+def vload_k_scales(typingctx, arr, i):
+    """The eight 6-bit scales (lanes 0-7) and eight 6-bit mins (lanes 8-15) that Q4_K and Q5_K
+    pack into the 12 bytes at arr[i:] of a uint8 array, as floats (llama.cpp's
+    get_scale_min_k4, all at once). Reads 16 bytes: the 4 after the scales are ignored."""
+    if not (_contiguous_1d(arr, types.uint8) and isinstance(i, types.Integer)):
+        return None
+
+    def const(values):
+        return ir.Constant(_VI8, values)
+
+    def codegen(context, builder, sig, args):
+        p = _vector_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1], _I8)
+        raw = builder.load(p, align=1)
+        q = ir.Constant(ir.VectorType(_I32, LANES), [0, 1, 2, 3, 8, 9, 10, 11,
+                                                       4, 5, 6, 7, 8, 9, 10, 11])
+        # lanes 4-7 and 12-15 take two high bits from bytes 0-3 and 4-7
+        top = ir.Constant(ir.VectorType(_I32, LANES), [0, 1, 2, 3, 0, 1, 2, 3,
+                                                         4, 5, 6, 7, 4, 5, 6, 7])
+        low = builder.shuffle_vector(raw, raw, q)
+        low = builder.and_(builder.lshr(low, const([0] * 12 + [4] * 4)),
+                           const(([63] * 4 + [15] * 4) * 2))
+        high = builder.shuffle_vector(raw, raw, top)
+        high = builder.and_(builder.shl(builder.lshr(high, const([6] * LANES)),
+                                        const([4] * LANES)),
+                            const(([0] * 4 + [0x30] * 4) * 2))
+        return builder.uitofp(builder.or_(low, high), _VF32)
+
+    return f32x16(arr, i), codegen
 
 
 @intrinsic
@@ -349,8 +415,11 @@ __all__ = [
     "vload_bits_word",
     "vload_f32",
     "vload_i8",
+    "vload_k_scales",
+    "vlane",
     "vmul",
     "vsplat",
+    "vsplat2",
     "vstore_f32",
     "vsub",
     "vsum",

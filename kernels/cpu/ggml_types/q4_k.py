@@ -3,7 +3,18 @@ from gguf import GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
-from ..simd import load_half, vadd, vfma, vload_bits, vload_f32, vmul, vsplat
+from ..simd import (
+    load_half,
+    vadd,
+    vfma,
+    vlane,
+    vload_bits,
+    vload_f32,
+    vload_k_scales,
+    vmul,
+    vsplat2,
+    vsum,
+)
 
 GGML_TYPE = GGMLQuantizationType.Q4_K
 BLOCK, TYPE_SIZE = 256, 144
@@ -44,55 +55,56 @@ def dequant_block(w, b, out, o):
 
 
 @njit(inline="always")
-def _finish(w, p, c, s_lo, s_hi, x_lo, x_hi):
-    """One row's contribution of chunk c (sub-blocks 2c, 2c + 1) from its sums."""
-    sc0, m0 = scale_min(w, p + 4, 2 * c)
-    sc1, m1 = scale_min(w, p + 4, 2 * c + 1)
-    return load_f16(w, p) * (np.float32(sc0) * s_lo + np.float32(sc1) * s_hi) - load_f16(
-        w, p + 2
-    ) * (np.float32(m0) * x_lo + np.float32(m1) * x_hi)
+def derive_x(x):
+    """(cols // 16,) per block: 8 zeros, then the sums of x over its 8 sub-blocks. One FMA of a
+    row's block scales (lanes 0-7: d * scale, 8-15: -dmin * min) with them applies all 8 mins."""
+    nb = x.shape[0] // BLOCK
+    xd = np.zeros(nb * 16, dtype=np.float32)
+    for b in range(nb):
+        for j in range(8):
+            o = b * BLOCK + j * 32
+            xd[b * 16 + 8 + j] = vsum(vadd(vload_f32(x, o), vload_f32(x, o + 16)))
+    return xd
 
 
 @njit(inline="always")
-def _sub_block(w, p, j, qo, shift, x0, x1, xs, d, dmin, a):
-    """Row w's sub-block j (32 nibbles at qo, low or high by shift) against x0, x1 (sum xs)."""
-    sc, m = scale_min(w, p + 4, j)
-    q_x = vfma(vload_bits(w, qo + 16, shift, 15), x1, vmul(vload_bits(w, qo, shift, 15), x0))
-    return vfma(vsplat(-dmin * np.float32(m)), xs, vfma(vsplat(d * np.float32(sc)), q_x, a))
+def _scales(w, p):
+    """A row's block scales: lanes 0-7 d * scale[j], lanes 8-15 -dmin * min[j]."""
+    return vmul(vload_k_scales(w, p + 4), vsplat2(load_half(w, p), -load_half(w, p + 2)))
 
 
 @njit(inline="always")
-def _row(w, p, c, xl0, xl1, xls, xh0, xh1, xhs, a):
-    d = load_half(w, p)
-    dmin = load_half(w, p + 2)
-    qo = p + 16 + c * 32
-    a = _sub_block(w, p, 2 * c, qo, 0, xl0, xl1, xls, d, dmin, a)
-    return _sub_block(w, p, 2 * c + 1, qo, 4, xh0, xh1, xhs, d, dmin, a)
+def _row(w, qo, c, s, xl0, xl1, xh0, xh1, a):
+    """a + row w's chunk c: 32 bytes at qo, low nibbles sub-block 2c, high ones 2c + 1."""
+    lo = vfma(vload_bits(w, qo + 16, 0, 15), xl1, vmul(vload_bits(w, qo, 0, 15), xl0))
+    hi = vfma(vload_bits(w, qo + 16, 4, 15), xh1, vmul(vload_bits(w, qo, 4, 15), xh0))
+    return vfma(vlane(s, 2 * c + 1), hi, vfma(vlane(s, 2 * c), lo, a))
 
 
 @njit(inline="always")
-def _chunk(w0, w1, w2, w3, p, x, xo, c, a0, a1, a2, a3):
-    # chunk c: 32 bytes whose low nibbles are sub-block 2c and high nibbles sub-block 2c + 1
+def _chunk(w0, w1, w2, w3, p, x, xo, c, s0, s1, s2, s3, a0, a1, a2, a3):
     xl0 = vload_f32(x, xo)
     xl1 = vload_f32(x, xo + 16)
     xh0 = vload_f32(x, xo + 32)
     xh1 = vload_f32(x, xo + 48)
-    xls = vadd(xl0, xl1)
-    xhs = vadd(xh0, xh1)
+    qo = p + 16 + c * 32
     return (
-        _row(w0, p, c, xl0, xl1, xls, xh0, xh1, xhs, a0),
-        _row(w1, p, c, xl0, xl1, xls, xh0, xh1, xhs, a1),
-        _row(w2, p, c, xl0, xl1, xls, xh0, xh1, xhs, a2),
-        _row(w3, p, c, xl0, xl1, xls, xh0, xh1, xhs, a3),
+        _row(w0, qo, c, s0, xl0, xl1, xh0, xh1, a0),
+        _row(w1, qo, c, s1, xl0, xl1, xh0, xh1, a1),
+        _row(w2, qo, c, s2, xl0, xl1, xh0, xh1, a2),
+        _row(w3, qo, c, s3, xl0, xl1, xh0, xh1, a3),
     )
 
 
 @njit(inline="always")
-def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
-    # written out, not looped: a constant c lets the 6-bit scale unpacking fold
+def dot4_block(w0, w1, w2, w3, b, x, xd, a0, a1, a2, a3, tmp):
+    # chunks written out, not looped: a constant c makes each vlane one shuffle
     p = b * TYPE_SIZE
     o = b * 256
-    a0, a1, a2, a3 = _chunk(w0, w1, w2, w3, p, x, o, 0, a0, a1, a2, a3)
-    a0, a1, a2, a3 = _chunk(w0, w1, w2, w3, p, x, o + 64, 1, a0, a1, a2, a3)
-    a0, a1, a2, a3 = _chunk(w0, w1, w2, w3, p, x, o + 128, 2, a0, a1, a2, a3)
-    return _chunk(w0, w1, w2, w3, p, x, o + 192, 3, a0, a1, a2, a3)
+    s0, s1, s2, s3 = _scales(w0, p), _scales(w1, p), _scales(w2, p), _scales(w3, p)
+    m = vload_f32(xd, b * 16)
+    a0, a1, a2, a3 = vfma(s0, m, a0), vfma(s1, m, a1), vfma(s2, m, a2), vfma(s3, m, a3)
+    a0, a1, a2, a3 = _chunk(w0, w1, w2, w3, p, x, o, 0, s0, s1, s2, s3, a0, a1, a2, a3)
+    a0, a1, a2, a3 = _chunk(w0, w1, w2, w3, p, x, o + 64, 1, s0, s1, s2, s3, a0, a1, a2, a3)
+    a0, a1, a2, a3 = _chunk(w0, w1, w2, w3, p, x, o + 128, 2, s0, s1, s2, s3, a0, a1, a2, a3)
+    return _chunk(w0, w1, w2, w3, p, x, o + 192, 3, s0, s1, s2, s3, a0, a1, a2, a3)

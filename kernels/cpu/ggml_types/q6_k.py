@@ -3,7 +3,7 @@ from gguf import GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
-from ..simd import load_half, vfma, vload_bits2, vload_f32, vmul, vsplat
+from ..simd import load_half, vfma, vlane, vload_bits2, vload_f32, vload_i8, vmul, vsplat
 
 GGML_TYPE = GGMLQuantizationType.Q6_K
 BLOCK, TYPE_SIZE = 256, 210
@@ -30,9 +30,9 @@ def dequant_block(w, b, out, o):
 
 
 @njit(inline="always")
-def _row(w, p, h, s, half, xv, x32, a):
-    """Row w's 16 values (h, quarter s, half) of the block at p against x lanes xv;
-    x32 = -32 xv applies the values' offset of -32 in the same FMA."""
+def _row(w, p, h, s, half, sv, xv, x32, a):
+    """a + row w's 16 values (h, quarter s, half) of the block at p against x lanes xv;
+    x32 = -32 xv applies the values' offset of -32 in the same FMA; sv its 16 scales * d."""
     q = vload_bits2(
         w,
         p + h * 64 + (s % 2) * 32 + half * 16,
@@ -43,34 +43,41 @@ def _row(w, p, h, s, half, xv, x32, a):
         3,
         4,
     )
-    dl = load_half(w, p + 208) * np.float32(np.int8(w[p + 192 + h * 8 + s * 2 + half]))
-    return vfma(vsplat(dl), vfma(q, xv, x32), a)
+    return vfma(vlane(sv, h * 8 + s * 2 + half), vfma(q, xv, x32), a)
 
 
 @njit(inline="always")
-def _quarter(w0, w1, w2, w3, p, x, o, h, s, m32, a0, a1, a2, a3):
+def _quarter(w0, w1, w2, w3, p, x, o, h, s, m32, sv, a0, a1, a2, a3):
+    s0, s1, s2, s3 = sv
     for half in range(2):
         xv = vload_f32(x, o + h * 128 + s * 32 + half * 16)
         x32 = vmul(xv, m32)
-        a0 = _row(w0, p, h, s, half, xv, x32, a0)
-        a1 = _row(w1, p, h, s, half, xv, x32, a1)
-        a2 = _row(w2, p, h, s, half, xv, x32, a2)
-        a3 = _row(w3, p, h, s, half, xv, x32, a3)
+        a0 = _row(w0, p, h, s, half, s0, xv, x32, a0)
+        a1 = _row(w1, p, h, s, half, s1, xv, x32, a1)
+        a2 = _row(w2, p, h, s, half, s2, xv, x32, a2)
+        a3 = _row(w3, p, h, s, half, s3, xv, x32, a3)
     return a0, a1, a2, a3
 
 
 @njit(inline="always")
-def _half(w0, w1, w2, w3, p, x, o, h, m32, a0, a1, a2, a3):
-    a0, a1, a2, a3 = _quarter(w0, w1, w2, w3, p, x, o, h, 0, m32, a0, a1, a2, a3)
-    a0, a1, a2, a3 = _quarter(w0, w1, w2, w3, p, x, o, h, 1, m32, a0, a1, a2, a3)
-    a0, a1, a2, a3 = _quarter(w0, w1, w2, w3, p, x, o, h, 2, m32, a0, a1, a2, a3)
-    return _quarter(w0, w1, w2, w3, p, x, o, h, 3, m32, a0, a1, a2, a3)
+def _half(w0, w1, w2, w3, p, x, o, h, m32, sv, a0, a1, a2, a3):
+    a0, a1, a2, a3 = _quarter(w0, w1, w2, w3, p, x, o, h, 0, m32, sv, a0, a1, a2, a3)
+    a0, a1, a2, a3 = _quarter(w0, w1, w2, w3, p, x, o, h, 1, m32, sv, a0, a1, a2, a3)
+    a0, a1, a2, a3 = _quarter(w0, w1, w2, w3, p, x, o, h, 2, m32, sv, a0, a1, a2, a3)
+    return _quarter(w0, w1, w2, w3, p, x, o, h, 3, m32, sv, a0, a1, a2, a3)
 
 
 @njit(inline="always")
-def dot4_block(w0, w1, w2, w3, b, x, a0, a1, a2, a3, tmp):
-    # quarters written out, not looped: constant shifts and offsets fold
+def _scales(w, p):
+    """A row's 16 int8 block scales times d, one per lane."""
+    return vmul(vload_i8(w, p + 192), vsplat(load_half(w, p + 208)))
+
+
+@njit(inline="always")
+def dot4_block(w0, w1, w2, w3, b, x, xd, a0, a1, a2, a3, tmp):
+    # quarters written out, not looped: constant shifts, offsets and lanes fold
     p = b * TYPE_SIZE
     m32 = vsplat(-32.0)
-    a0, a1, a2, a3 = _half(w0, w1, w2, w3, p, x, b * 256, 0, m32, a0, a1, a2, a3)
-    return _half(w0, w1, w2, w3, p, x, b * 256, 1, m32, a0, a1, a2, a3)
+    sv = (_scales(w0, p), _scales(w1, p), _scales(w2, p), _scales(w3, p))
+    a0, a1, a2, a3 = _half(w0, w1, w2, w3, p, x, b * 256, 0, m32, sv, a0, a1, a2, a3)
+    return _half(w0, w1, w2, w3, p, x, b * 256, 1, m32, sv, a0, a1, a2, a3)
