@@ -38,7 +38,8 @@ def timed(label, fn):
 
 
 def instrument(lm_head_rows: int) -> None:
-    for mod, names in ((model_module.norms, ["rmsnorm"]), (model_module.rope, ["rope"]),
+    for mod, names in ((model_module.norms, ["rmsnorm"]),
+                       (model_module.rope, ["rope", "rope_tables", "rope_rotate"]),
                        (model_module.activations, ["gated"]),
                        (model_module.attention, ["attention", "attention_matmul"])):
         for name in names:

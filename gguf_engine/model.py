@@ -48,6 +48,10 @@ class RunState:
         self.ids = np.zeros(n, np.int64)  # (n,) token ids of the chunk
         self.q = np.zeros((n, cfg.n_heads, cfg.head_dim), np.float32)  # (n, H, D) rotated q
         self.k = np.zeros((n, cfg.n_kv_heads, cfg.head_dim), np.float32)  # (n, KVH, D) rotated k
+        # (2, n, n_rot // 2) RoPE cosines and sines of the chunk's positions: global layers'
+        # frequencies at [0], sliding-window layers' at [1]
+        self.rope_cos = np.zeros((2, n, cfg.n_rot // 2), np.float32)
+        self.rope_sin = np.zeros((2, n, cfg.n_rot // 2), np.float32)
         self.scores = np.zeros((4 * numba.config.NUMBA_NUM_THREADS, n_ctx), np.float32)
         self.logits = np.zeros((1, cfg.n_vocab), np.float32)  # (1, V) last position's logits
         self.scratch = np.zeros(1 << 19, np.float32)  # dequantized weight tiles for prefill
@@ -117,6 +121,9 @@ class Transformer:
         np.add(s.steps[:n], pos0, out=positions)
         ids = s.ids[:n]
         ids[:] = tokens
+        kinds = 2 if cfg.swa_layers else 1
+        for kind, inv in enumerate((self._inv_freq, self._inv_freq_swa)[:kinds]):
+            rope.rope_tables(positions, inv, s.rope_cos[kind, :n], s.rope_sin[kind, :n])
         w.token_embd.rows_of(ids, x)
         if self._embd_scale is not None:
             x *= self._embd_scale
@@ -135,9 +142,9 @@ class Transformer:
                 qf, kf = qc.reshape(n * H, D), kc.reshape(n * KVH, D)
                 norms.rmsnorm(qf, lw.q_norm, cfg.norm_eps, qf)
                 norms.rmsnorm(kf, lw.k_norm, cfg.norm_eps, kf)
-            inv = self._inv_freq_swa if swa else self._inv_freq
-            rope.rope(qc, positions, inv, cfg.spec.rope_neox)
-            rope.rope(kc, positions, inv, cfg.spec.rope_neox)
+            cos, sin = s.rope_cos[int(swa), :n], s.rope_sin[int(swa), :n]
+            rope.rope_rotate(qc, cos, sin, cfg.spec.rope_neox)
+            rope.rope_rotate(kc, cos, sin, cfg.spec.rope_neox)
             cache.store(i, pos0, kc, v)
             attn = att.reshape(n, H, D)
             window = cfg.sliding_window if swa else 0
@@ -157,7 +164,7 @@ class Transformer:
                 self._into(lw.w_up, xn, gate_up, cfg.n_ff, cfg.n_ff)
             else:
                 lw.w_up(xn, gate_up, s.scratch)
-            activations.gated(gate_up[:, : cfg.n_ff], gate_up[:, cfg.n_ff :], act, cfg.spec.gelu)
+            activations.gated(gate_up, act, cfg.spec.gelu)
             lw.w_down(act, proj, s.scratch)
             if lw.post_ffn_norm is not None:
                 norms.rmsnorm(proj, lw.post_ffn_norm, cfg.norm_eps, proj)

@@ -74,8 +74,9 @@ def attention_reference(q, k, v, pos0, window, scale):
 
 @pytest.mark.parametrize("blas", [False, True], ids=["kernel", "matmul"])
 @pytest.mark.parametrize("window", [0, 4])
-@pytest.mark.parametrize("pos0,n_tokens", [(0, 9), (6, 1), (3, 5)])
-def test_attention_gqa_window(window, pos0, n_tokens, blas):
+@pytest.mark.parametrize("pos0,n_tokens", [(0, 9), (6, 1), (3, 5), (2, 11)])
+def test_attention_gqa_window(window, pos0, n_tokens, blas, monkeypatch):
+    monkeypatch.setattr(attention, "QUERY_BLOCK", 4)  # several query blocks, a short last one
     n_heads, n_kv, hd, n_ctx = 4, 2, 16, 32
     q = rng.standard_normal((n_tokens, n_heads, hd)).astype(np.float32)
     k = rng.standard_normal((n_kv, n_ctx, hd)).astype(np.float32)
@@ -115,9 +116,10 @@ def test_activations():
     exact = 0.5 * x64 * (1 + np.tanh(math.sqrt(2 / math.pi) * (x64 + 0.044715 * x64**3)))
     assert rel_err(out, exact) < 2e-3  # what the half rounding costs against the exact form
     up = rng.standard_normal((3, 50)).astype(np.float32)
-    activations.gated(x, up, out, True)
+    gate_up = np.concatenate([x, up], axis=1)
+    activations.gated(gate_up, out, True)
     assert np.all(np.abs(out - gelu * up) <= half_ulp * np.abs(up) + 1e-7)
-    activations.gated(x, up, out, False)
+    activations.gated(gate_up, out, False)
     assert rel_err(out, x64 / (1 + np.exp(-x64)) * up) < 1e-6
     logits = rng.standard_normal(100).astype(np.float32) * 10
     p = np.empty(100, np.float64)

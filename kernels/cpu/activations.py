@@ -56,13 +56,16 @@ def gelu(x, out):
 
 
 @njit(parallel=True, cache=True)
-def gated(gate, up, out, use_gelu):
-    """out = act(gate) * up, all (n, d): SwiGLU (SiLU) or GeGLU (`gelu`)."""
-    for t in prange(gate.shape[0]):
-        for i in range(gate.shape[1]):
-            g = gate[t, i]
+def gated(gate_up, out, use_gelu):
+    """out = act(gate) * up for gate_up (n, 2d) = [gate | up] and out (n, d): SwiGLU (SiLU) or
+    GeGLU (`gelu`). One contiguous array in, so the compiled loop knows its strides (two
+    column slices of it ran 3x slower)."""
+    d = out.shape[1]
+    for t in prange(out.shape[0]):
+        for i in range(d):
+            g = gate_up[t, i]
             a = _gelu(g) if use_gelu else _silu(g)
-            out[t, i] = a * up[t, i]
+            out[t, i] = a * gate_up[t, d + i]
 
 
 @njit(cache=True)

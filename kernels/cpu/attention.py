@@ -58,29 +58,38 @@ def _attend_one(q, k_cache, v_cache, pos0, window, scale, sc, out, th, n_heads, 
             out[t, h, d] += wgt * v_cache[kv, j, d]
 
 
+# Prefill attention takes queries this many at a time, so that a block's scores stop at its
+# last query's position: causal masking then skips most of the upper triangle's work.
+QUERY_BLOCK = 128
+
+
 def attention_matmul(q, k_cache, v_cache, pos0, window, scale, out):
-    """`attention` for many queries at once through BLAS (prefill): per group of query heads
-    that share a KV head, scores = Q K^T for every query and key, masked, softmaxed in float32,
-    times V. Same arguments and meaning as `attention`, without the scratch."""
+    """`attention` for many queries at once through BLAS (prefill): per block of queries and
+    group of query heads that share a KV head, scores = Q K^T for the keys the block can see,
+    masked, softmaxed in float32, times V. Same arguments and meaning as `attention`, without
+    the scratch."""
     n_tokens, n_heads, head_dim = q.shape
     n_kv = k_cache.shape[0]
     group = n_heads // n_kv
-    end = pos0 + n_tokens
-    lo = max(0, pos0 - window + 1) if window > 0 else 0  # the first key any query sees
-    keys = np.arange(lo, end)
-    pos = np.arange(pos0, end)[:, None]
-    hidden = keys > pos
-    if window > 0:
-        hidden |= keys <= pos - window
-    bias = np.where(hidden, np.float32(-np.inf), np.float32(0.0))[:, None, :]  # (n, 1, keys)
-    for kv in range(n_kv):
-        heads = slice(kv * group, (kv + 1) * group)
-        qg = np.ascontiguousarray(q[:, heads]).reshape(n_tokens * group, head_dim)
-        s = qg @ k_cache[kv, lo:end].T  # (n * group, keys)
-        s3 = s.reshape(n_tokens, group, -1)
-        s3 *= scale
-        s3 += bias
-        s -= s.max(axis=1, keepdims=True)
-        np.exp(s, out=s)
-        s /= s.sum(axis=1, keepdims=True)
-        out[:, heads] = (s @ v_cache[kv, lo:end]).reshape(n_tokens, group, head_dim)
+    for t0 in range(0, n_tokens, QUERY_BLOCK):
+        t1 = min(n_tokens, t0 + QUERY_BLOCK)
+        n = t1 - t0
+        first, end = pos0 + t0, pos0 + t1  # the block's first query position, one past its last
+        lo = max(0, first - window + 1) if window > 0 else 0  # the first key the block sees
+        keys = np.arange(lo, end)
+        pos = np.arange(first, end)[:, None]
+        hidden = keys > pos
+        if window > 0:
+            hidden |= keys <= pos - window
+        bias = np.where(hidden, np.float32(-np.inf), np.float32(0.0))[:, None, :]  # (n, 1, keys)
+        for kv in range(n_kv):
+            heads = slice(kv * group, (kv + 1) * group)
+            qg = np.ascontiguousarray(q[t0:t1, heads]).reshape(n * group, head_dim)
+            s = qg @ k_cache[kv, lo:end].T  # (n * group, keys)
+            s3 = s.reshape(n, group, -1)
+            s3 *= scale
+            s3 += bias
+            s -= s.max(axis=1, keepdims=True)
+            np.exp(s, out=s)
+            s /= s.sum(axis=1, keepdims=True)
+            out[t0:t1, heads] = (s @ v_cache[kv, lo:end]).reshape(n, group, head_dim)

@@ -1,5 +1,7 @@
 """Rotary position embeddings, in place. GGML's "normal" mode rotates adjacent pairs
-(2i, 2i + 1); NEOX mode rotates (i, i + n_rot / 2). Dimensions past n_rot are left alone."""
+(2i, 2i + 1); NEOX mode rotates (i, i + n_rot / 2). Dimensions past n_rot are left alone.
+The angles' cosines and sines depend only on the positions, so a forward pass computes them
+once (`rope_tables`) for every head and layer that shares the frequencies (`rope_rotate`)."""
 
 import numpy as np
 from numba import njit, prange
@@ -14,22 +16,40 @@ def inv_frequencies(n_rot: int, base: float, freq_factors=None) -> np.ndarray:
 
 
 @njit(parallel=True, cache=True)
-def rope(x, positions, inv_freq, neox):
-    """x (n_tokens, n_heads, head_dim) rotated in place; positions (n_tokens,) int;
-    inv_freq (n_rot // 2,) float64 from `inv_frequencies`."""
-    n_tokens, n_heads, _ = x.shape
-    half = inv_freq.shape[0]
-    for t in prange(n_tokens):
-        for i in range(half):
+def rope_tables(positions, inv_freq, cos, sin):
+    """cos, sin (n_tokens, n_rot // 2) float32 of the angles positions[t] * inv_freq[i], taken
+    in float64; positions (n_tokens,) int, inv_freq (n_rot // 2,) from `inv_frequencies`."""
+    for t in prange(positions.shape[0]):
+        for i in range(inv_freq.shape[0]):
             ang = positions[t] * inv_freq[i]
-            c = np.float32(np.cos(ang))
-            s = np.float32(np.sin(ang))
-            if neox:
-                i0, i1 = i, i + half
-            else:
-                i0, i1 = 2 * i, 2 * i + 1
-            for h in range(n_heads):
+            cos[t, i] = np.float32(np.cos(ang))
+            sin[t, i] = np.float32(np.sin(ang))
+
+
+@njit(parallel=True, cache=True)
+def rope_rotate(x, cos, sin, neox):
+    """x (n_tokens, n_heads, head_dim) rotated in place by the tables of `rope_tables`."""
+    n_tokens, n_heads, _ = x.shape
+    half = cos.shape[1]
+    for t in prange(n_tokens):
+        for h in range(n_heads):
+            for i in range(half):
+                if neox:
+                    i0, i1 = i, i + half
+                else:
+                    i0, i1 = 2 * i, 2 * i + 1
+                c = cos[t, i]
+                s = sin[t, i]
                 a = x[t, h, i0]
                 b = x[t, h, i1]
                 x[t, h, i0] = a * c - b * s
                 x[t, h, i1] = a * s + b * c
+
+
+def rope(x, positions, inv_freq, neox):
+    """x (n_tokens, n_heads, head_dim) rotated in place; positions (n_tokens,) int;
+    inv_freq (n_rot // 2,) float64 from `inv_frequencies`."""
+    cos = np.empty((x.shape[0], inv_freq.shape[0]), np.float32)
+    sin = np.empty_like(cos)
+    rope_tables(positions, inv_freq, cos, sin)
+    rope_rotate(x, cos, sin, neox)
