@@ -12,8 +12,10 @@ from numba import njit, prange
 
 from .simd import LANES, prefetch, vfma, vload_f32, vsum, vzero
 
-# The rows of the group this many groups ahead are prefetched while a group is computed.
+# The rows of the group this many groups ahead are prefetched while a group is computed, every
+# cache line of each step's bytes (a K-quant block spans two to four lines).
 PREFETCH_GROUPS = 2
+CACHE_LINE = 64
 
 
 def _dot4_from_dequant(dequant_block, block):
@@ -84,7 +86,7 @@ def x_itself(x):
 
 
 # The per-type names the loop templates below read; `build` binds them for each type.
-BLOCK = STEP = STEP_UNITS = 1
+BLOCK = STEP = STEP_UNITS = LINE_UNITS = 1
 dequant_block = dot4_block = derive_x = None
 
 
@@ -135,10 +137,11 @@ def matvec_rows(w, x, out, scratch):
             pr = min(r + ahead, rows - 4)
             for s in range(n_steps):
                 if pr >= 0:
-                    prefetch(w, pr, s * STEP_UNITS)
-                    prefetch(w, pr + 1, s * STEP_UNITS)
-                    prefetch(w, pr + 2, s * STEP_UNITS)
-                    prefetch(w, pr + 3, s * STEP_UNITS)
+                    for u in range(s * STEP_UNITS, (s + 1) * STEP_UNITS, LINE_UNITS):
+                        prefetch(w, pr, u)
+                        prefetch(w, pr + 1, u)
+                        prefetch(w, pr + 2, u)
+                        prefetch(w, pr + 3, u)
                 a0, a1, a2, a3 = dot4_block(w0, w1, w2, w3, s, x, xd, a0, a1, a2, a3, tmp)
             t0, t1, t2, t3 = vsum(a0), vsum(a1), vsum(a2), vsum(a3)
             for b in range(n_steps * STEP // BLOCK, cols // BLOCK):
@@ -190,6 +193,7 @@ def build(mod) -> SimpleNamespace:
     # row elements (of the VIEW dtype) one dot4_block step spans
     step_units = step // mod.BLOCK * (mod.TYPE_SIZE // np.dtype(mod.VIEW).itemsize)
     names = dict(
+        LINE_UNITS=CACHE_LINE // np.dtype(mod.VIEW).itemsize,
         BLOCK=mod.BLOCK,
         STEP=step,
         STEP_UNITS=step_units,
