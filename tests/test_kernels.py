@@ -75,9 +75,10 @@ def attention_reference(q, k, v, pos0, window, scale):
 @pytest.mark.parametrize("blas", [False, True], ids=["kernel", "matmul"])
 @pytest.mark.parametrize("window", [0, 4])
 @pytest.mark.parametrize("pos0,n_tokens", [(0, 9), (6, 1), (3, 5), (2, 11)])
-def test_attention_gqa_window(window, pos0, n_tokens, blas, monkeypatch):
+@pytest.mark.parametrize("hd", [16, 72, 144])  # vector widths: one, some and a tail, 4-wide blocks
+def test_attention_gqa_window(window, pos0, n_tokens, blas, hd, monkeypatch):
     monkeypatch.setattr(attention, "QUERY_BLOCK", 4)  # several query blocks, a short last one
-    n_heads, n_kv, hd, n_ctx = 4, 2, 16, 32
+    n_heads, n_kv, n_ctx = 4, 2, 32
     q = rng.standard_normal((n_tokens, n_heads, hd)).astype(np.float32)
     k = rng.standard_normal((n_kv, n_ctx, hd)).astype(np.float32)
     v = rng.standard_normal((n_kv, n_ctx, hd)).astype(np.float32)

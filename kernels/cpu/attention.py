@@ -5,6 +5,7 @@ import numpy as np
 from numba import njit, prange
 
 from .flags import FASTMATH
+from .simd import LANES, vfma, vload_f32, vmul, vsplat, vstore_f32, vsum, vzero
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -35,11 +36,20 @@ def _attend_one(q, k_cache, v_cache, pos0, window, scale, sc, out, th, n_heads, 
     lo = 0
     if window > 0 and p - window + 1 > 0:
         lo = p - window + 1
+    qv = q[t, h]
+    keys = k_cache[kv]
+    vals = v_cache[kv]
+    o = out[t, h]
+    vec_dim = head_dim - head_dim % LANES
     m = -np.inf
     for j in range(lo, p + 1):
-        s = np.float32(0.0)
-        for d in range(head_dim):
-            s += q[t, h, d] * k_cache[kv, j, d]
+        kj = keys[j]
+        acc = vzero()
+        for d in range(0, vec_dim, LANES):
+            acc = vfma(vload_f32(qv, d), vload_f32(kj, d), acc)
+        s = vsum(acc)
+        for d in range(vec_dim, head_dim):
+            s += qv[d] * kj[d]
         s *= scale
         sc[j] = s
         if s > m:
@@ -50,12 +60,28 @@ def _attend_one(q, k_cache, v_cache, pos0, window, scale, sc, out, th, n_heads, 
         sc[j] = e
         total += e
     inv = np.float32(1.0) / total
-    for d in range(head_dim):
-        out[t, h, d] = 0.0
-    for j in range(lo, p + 1):
-        wgt = sc[j] * inv
-        for d in range(head_dim):
-            out[t, h, d] += wgt * v_cache[kv, j, d]
+    # 4 x LANES output dimensions at a time, each a vector accumulator over the keys
+    d = 0
+    while d + 4 * LANES <= vec_dim:
+        a0 = a1 = a2 = a3 = vzero()
+        for j in range(lo, p + 1):
+            w = vsplat(sc[j])
+            vj = vals[j]
+            a0 = vfma(w, vload_f32(vj, d), a0)
+            a1 = vfma(w, vload_f32(vj, d + LANES), a1)
+            a2 = vfma(w, vload_f32(vj, d + 2 * LANES), a2)
+            a3 = vfma(w, vload_f32(vj, d + 3 * LANES), a3)
+        iv = vsplat(inv)
+        vstore_f32(o, d, vmul(a0, iv))
+        vstore_f32(o, d + LANES, vmul(a1, iv))
+        vstore_f32(o, d + 2 * LANES, vmul(a2, iv))
+        vstore_f32(o, d + 3 * LANES, vmul(a3, iv))
+        d += 4 * LANES
+    for e in range(d, head_dim):
+        acc1 = np.float32(0.0)
+        for j in range(lo, p + 1):
+            acc1 += sc[j] * vals[j, e]
+        o[e] = acc1 * inv
 
 
 # Prefill attention takes queries this many at a time, so that a block's scores stop at its

@@ -3,8 +3,10 @@
 import numpy as np
 from numba import njit, prange
 
+from .flags import FASTMATH
 
-@njit(fastmath={"reassoc"}, cache=True)
+
+@njit(fastmath=FASTMATH, cache=True)
 def _sum_squares(row):
     """Sum of row**2 in float64, as ggml accumulates it; reassociation lets LLVM keep
     several vector partial sums instead of one serial chain of additions."""
