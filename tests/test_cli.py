@@ -190,13 +190,15 @@ def test_ctrl_c_keeps_output_and_exits_130(gemma_path):
     import signal
     import time
 
-    # Gemma fills a 4096-token context in about a minute, so the interrupt always lands in the
-    # middle (the tiny synthetic model could finish its whole context in the 2 s a loaded
-    # machine may take to schedule this test between reads)
+    # Gemma takes about a minute to fill a 4096-token context, so the interrupt lands in the
+    # middle of the generation. The child gets SIGINT's default disposition: started from a
+    # shell's background job, the test runner inherits SIGINT ignored, and so would the child
+    # (Python then installs no KeyboardInterrupt handler and the child runs on).
     proc = subprocess.Popen([sys.executable, "-m", "gguf_engine", "generate", "-m",
                              str(gemma_path), "-n", "-1", "-c", "4096", "--temp", "1",
                              "--ignore-eos", "Hello"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300  # a cold Numba cache compiles first
     out = ""
     while time.time() < deadline and len(out) < 20:
