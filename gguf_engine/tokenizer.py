@@ -89,6 +89,7 @@ class GGUFTokenizer:
         self._pieces: dict[int, bytes] = {}
         self._byte_decoder = None if is_spm else _gpt2_byte_decoder()
         self._specials = self._special_tokens(str(f.get("general.name", "")).lower())
+        self._ids = {t: i for i, t in enumerate(self.tokens)}  # piece -> id, last one wins
         if is_spm:
             scores = f.get("tokenizer.ggml.scores")
             if scores is None:
@@ -97,9 +98,8 @@ class GGUFTokenizer:
             if len(scores) != n:
                 raise GGUFError(f"{f.path}: tokenizer.ggml.scores has {len(scores)} entries "
                                 f"for {n} tokens")
-            self._ids = {t: i for i, t in enumerate(self.tokens)}  # piece -> id, last one wins
             self._scores: list[float] = np.asarray(scores, dtype=np.float32).tolist()
-            self._byte_ids = self._byte_tokens(f)
+            self._byte_ids = self._byte_tokens()
         else:
             self._bpe = self._build_bpe(f)
 
@@ -118,7 +118,7 @@ class GGUFTokenizer:
         out.sort(key=lambda s: -len(s[0].encode("utf-8", "surrogatepass")))
         return out
 
-    def _byte_tokens(self, f: GGUFFile) -> list[int]:
+    def _byte_tokens(self) -> list[int]:
         """(256,) the token of each byte for SentencePiece's byte fallback: <0xAB>, else the
         byte's own one-character piece (llama.cpp's byte_to_token), else the unknown token."""
         unk = next((int(i) for i in np.flatnonzero(self.types == UNKNOWN)[:1]), None)
@@ -137,9 +137,8 @@ class GGUFTokenizer:
         if self.pre not in PRE_TOKENIZER_REGEX:
             raise GGUFError(f"{f.path}: unsupported pre-tokenizer {self.pre!r} (supported: "
                             f"{', '.join(sorted(PRE_TOKENIZER_REGEX))})")
-        vocab = {t: i for i, t in enumerate(self.tokens)}
         pairs = [tuple(m.split(" ", 1)) for m in merges.to_list()]
-        model = models.BPE(vocab=vocab, merges=pairs, ignore_merges=self.pre == "llama-bpe")
+        model = models.BPE(vocab=self._ids, merges=pairs, ignore_merges=self.pre == "llama-bpe")
         tok = Tokenizer(model)
         tok.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(PRE_TOKENIZER_REGEX[self.pre]), behavior="isolated"),

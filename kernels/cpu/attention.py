@@ -36,20 +36,22 @@ def _attend_one(q, k_cache, v_cache, pos0, window, scale, sc, out, th, n_heads, 
     lo = 0
     if window > 0 and p - window + 1 > 0:
         lo = p - window + 1
+    # one flat view per item, indexed by offset: a view per key would touch the cache's
+    # shared reference count from every thread
     qv = q[t, h]
-    keys = k_cache[kv]
-    vals = v_cache[kv]
+    keys = k_cache[kv].reshape(-1)  # (n_ctx * head_dim,)
+    vals = v_cache[kv].reshape(-1)
     o = out[t, h]
     vec_dim = head_dim - head_dim % LANES
     m = -np.inf
     for j in range(lo, p + 1):
-        kj = keys[j]
+        kj = j * head_dim
         acc = vzero()
         for d in range(0, vec_dim, LANES):
-            acc = vfma(vload_f32(qv, d), vload_f32(kj, d), acc)
+            acc = vfma(vload_f32(qv, d), vload_f32(keys, kj + d), acc)
         s = vsum(acc)
         for d in range(vec_dim, head_dim):
-            s += qv[d] * kj[d]
+            s += qv[d] * keys[kj + d]
         s *= scale
         sc[j] = s
         if s > m:
@@ -66,11 +68,11 @@ def _attend_one(q, k_cache, v_cache, pos0, window, scale, sc, out, th, n_heads, 
         a0 = a1 = a2 = a3 = vzero()
         for j in range(lo, p + 1):
             w = vsplat(sc[j])
-            vj = vals[j]
-            a0 = vfma(w, vload_f32(vj, d), a0)
-            a1 = vfma(w, vload_f32(vj, d + LANES), a1)
-            a2 = vfma(w, vload_f32(vj, d + 2 * LANES), a2)
-            a3 = vfma(w, vload_f32(vj, d + 3 * LANES), a3)
+            vj = j * head_dim + d
+            a0 = vfma(w, vload_f32(vals, vj), a0)
+            a1 = vfma(w, vload_f32(vals, vj + LANES), a1)
+            a2 = vfma(w, vload_f32(vals, vj + 2 * LANES), a2)
+            a3 = vfma(w, vload_f32(vals, vj + 3 * LANES), a3)
         iv = vsplat(inv)
         vstore_f32(o, d, vmul(a0, iv))
         vstore_f32(o, d + LANES, vmul(a1, iv))
@@ -80,7 +82,7 @@ def _attend_one(q, k_cache, v_cache, pos0, window, scale, sc, out, th, n_heads, 
     for e in range(d, head_dim):
         acc1 = np.float32(0.0)
         for j in range(lo, p + 1):
-            acc1 += sc[j] * vals[j, e]
+            acc1 += sc[j] * vals[j * head_dim + e]
         o[e] = acc1 * inv
 
 

@@ -330,11 +330,9 @@ def vload_k_scales(typingctx, arr, i):
     def codegen(context, builder, sig, args):
         p = _vector_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1], _I8)
         raw = builder.load(p, align=1)
-        q = ir.Constant(ir.VectorType(_I32, LANES), [0, 1, 2, 3, 8, 9, 10, 11,
-                                                       4, 5, 6, 7, 8, 9, 10, 11])
+        q = ir.Constant(_VI32, [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11])
         # lanes 4-7 and 12-15 take two high bits from bytes 0-3 and 4-7
-        top = ir.Constant(ir.VectorType(_I32, LANES), [0, 1, 2, 3, 0, 1, 2, 3,
-                                                         4, 5, 6, 7, 4, 5, 6, 7])
+        top = ir.Constant(_VI32, [0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7])
         low = builder.shuffle_vector(raw, raw, q)
         low = builder.and_(builder.lshr(low, const([0] * 12 + [4] * 4)),
                            const(([63] * 4 + [15] * 4) * 2))
