@@ -38,10 +38,13 @@ def timed(label, fn):
 
 
 def instrument(lm_head_rows: int) -> None:
-    for mod, names in ((model_module.norms, ["rmsnorm"]),
-                       (model_module.rope, ["rope", "rope_tables", "rope_rotate"]),
-                       (model_module.activations, ["gated"]),
-                       (model_module.attention, ["attention", "attention_matmul"])):
+    for mod, names in ((model_module.norms, ["rmsnorm", "rmsnorm_kernel"]),
+                       (model_module.rope, ["rope", "rope_tables", "rope_rotate",
+                                            "rope_tables_kernel", "rope_rotate_kernel"]),
+                       (model_module.activations, ["gated", "gated_kernel"]),
+                       (model_module.attention, ["attention", "attention_matmul",
+                                                 "attention_kernel",
+                                                 "attention_matmul_unchecked"])):
         for name in names:
             if hasattr(mod, name):  # older trees lack some kernels: profile what is there
                 setattr(mod, name, timed(name, getattr(mod, name)))

@@ -25,10 +25,12 @@ DEVICES = ("cpu", "cuda", "auto")
 
 
 def load(model=None, *, n_ctx: int | None = None, n_threads: int | None = None,
-         device: str = "cpu", hf_repo: str | None = None, hf_file: str | None = None):
+         device: str = "cpu", hf_repo: str | None = None, hf_file: str | None = None,
+         extend_context: bool = False):
     """Load a GGUF model and return a `Model`. `model` is a local path or `hf://owner/repo/file`
     (or pass hf_repo= and a filename glob as hf_file=); None loads the embedded default model,
-    Gemma 3 270M Q4_K_M (the 'gemma' extra)."""
+    Gemma 3 270M Q4_K_M (the 'gemma' extra). n_ctx above the model's trained context length is
+    capped to it unless extend_context=True."""
     import numba
 
     from .default_model import default_model_path
@@ -57,7 +59,7 @@ def load(model=None, *, n_ctx: int | None = None, n_threads: int | None = None,
         path = default_model_path()
     else:
         path = resolve_model(model, hf_repo, hf_file)
-    return Model(path, n_ctx=n_ctx, device=device)
+    return Model(path, n_ctx=n_ctx, device=device, extend_context=extend_context)
 
 
 def __getattr__(name):

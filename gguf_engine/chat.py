@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from jinja2 import TemplateError
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from . import template_sandbox
 
 # Gemma's turn format, for gemma files that carry no template (a system message is folded into
 # the first user turn, as Gemma's own template does).
@@ -26,8 +24,8 @@ class ChatTemplateError(ValueError):
     """A chat template that is missing, does not parse, fails, or reaches for what it may not."""
 
 
-def _raise_exception(message):
-    raise TemplateError(message)
+class RenderedPromptTooLong(ChatTemplateError):
+    """The rendered prompt has more characters than the caller's max_chars."""
 
 
 def validate_messages(messages) -> list[dict]:
@@ -41,17 +39,18 @@ def validate_messages(messages) -> list[dict]:
 
 
 def render(template: str, messages, *, bos_token: str, eos_token: str,
-           add_generation_prompt: bool = True) -> str:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+           add_generation_prompt: bool = True, max_chars: int = template_sandbox.MAX_BUILT
+           ) -> str:
+    """The prompt text of `messages`, rendered by the sandboxed template worker; at most
+    `max_chars` characters (longer is an error before anything is tokenized)."""
+    if not isinstance(template, str):
+        raise ChatTemplateError(f"the chat template must be a string, got "
+                                f"{type(template).__name__}")
+    context = {"messages": validate_messages(messages), "bos_token": bos_token,
+               "eos_token": eos_token, "add_generation_prompt": bool(add_generation_prompt)}
     try:
-        tmpl = env.from_string(template)
-    except TemplateError as e:
-        raise ChatTemplateError(f"the chat template does not parse: {e}") from None
-    try:
-        return tmpl.render(messages=validate_messages(messages), bos_token=bos_token,
-                           eos_token=eos_token, add_generation_prompt=add_generation_prompt,
-                           raise_exception=_raise_exception)
-    except SecurityError as e:
-        raise ChatTemplateError(f"the chat template tried an unsafe operation: {e}") from None
-    except TemplateError as e:
-        raise ChatTemplateError(f"the chat template failed: {e}") from None
+        return template_sandbox.render(template, context, max_chars=max_chars)
+    except template_sandbox.RenderedTooLong as e:
+        raise RenderedPromptTooLong(str(e)) from None
+    except template_sandbox.TemplateRenderError as e:
+        raise ChatTemplateError(str(e)) from None

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from .architectures import ArchSpec, arch_spec
 from .gguf_file import GGUFError, GGUFFile
@@ -40,48 +43,80 @@ class Config:
 
     @classmethod
     def from_gguf(cls, f: GGUFFile) -> Config:
-        arch = f.architecture
+        """Read and validate every hyperparameter the engine uses, before anything is sized by
+        one: counts positive and consistent with each other and with the tensors present."""
+        arch = f.get_str("general.architecture")
+        if arch is None:
+            raise GGUFError(f"{f.path}: missing metadata key 'general.architecture'")
         spec = arch_spec(arch, f.path)
         p = arch + "."
 
-        def need(key):
-            v = f.get(p + key)
+        def count(key, default=None):
+            if isinstance(f.get(p + key), np.ndarray):
+                raise GGUFError(f"{f.path}: per-layer values of {p + key!r} are not supported")
+            v = f.get_int(p + key, default, min_value=1)
             if v is None:
                 raise GGUFError(f"{f.path}: missing metadata key {p + key!r}")
             return v
 
-        n_embd = int(need("embedding_length"))
-        n_heads = int(need("attention.head_count"))
-        n_layers = int(need("block_count"))
-        head_dim = int(f.get(p + "attention.key_length", n_embd // n_heads))
-        n_kv = f.get(p + "attention.head_count_kv", n_heads)
-        if not isinstance(n_kv, int):
-            raise GGUFError(f"{f.path}: per-layer head counts are not supported")
-        ff = need("feed_forward_length")
-        if not isinstance(ff, int):
-            raise GGUFError(f"{f.path}: per-layer feed-forward lengths are not supported")
-        tokens = f.get("tokenizer.ggml.tokens")
+        n_embd = count("embedding_length")
+        n_heads = count("attention.head_count")
+        n_layers = count("block_count")
+        blocks = _block_indices(f)
+        if blocks != set(range(n_layers)):
+            missing = sorted(set(range(n_layers)) - blocks)[:3] if len(blocks) <= n_layers else []
+            extra = sorted(blocks - set(range(n_layers)))[:3]
+            raise GGUFError(f"{f.path}: {p}block_count is {n_layers} but the file has tensors for "
+                            f"{len(blocks)} layers" + (f" (missing blk.{missing[0]})" if missing
+                                                       else f" (unexpected blk.{extra[0]})"
+                                                       if extra else ""))
+        n_kv = count("attention.head_count_kv", n_heads)
+        if n_heads % n_kv:
+            raise GGUFError(f"{f.path}: {n_heads} heads are not a multiple of {n_kv} KV heads")
+        if f.get(p + "attention.key_length") is None and n_embd % n_heads:
+            raise GGUFError(f"{f.path}: embedding length {n_embd} is not a multiple of "
+                            f"{n_heads} heads, and {p}attention.key_length is missing")
+        head_dim = count("attention.key_length", n_embd // n_heads)
+        value_dim = count("attention.value_length", head_dim)
+        if value_dim != head_dim:
+            raise GGUFError(f"{f.path}: value width {value_dim} differs from key width "
+                            f"{head_dim}; not supported")
+        n_rot = count("rope.dimension_count", head_dim)
+        if n_rot % 2 or n_rot > head_dim:
+            raise GGUFError(f"{f.path}: {p}rope.dimension_count = {n_rot} must be even and at "
+                            f"most the head size {head_dim}")
+        n_ff = count("feed_forward_length")
         emb = f.tensor("token_embd.weight")
         n_vocab = emb.shape[0]
+        tokens = f.get_strings("tokenizer.ggml.tokens")
         if tokens is not None and len(tokens) != n_vocab:
             raise GGUFError(f"{f.path}: the vocabulary has {len(tokens)} tokens but "
                             f"token_embd.weight has {n_vocab} rows")
-        window = int(f.get(p + "attention.sliding_window", 0) or 0)
+        window = f.get_int(p + "attention.sliding_window", 0, min_value=0)
         swa = tuple(spec.is_swa_layer(i) for i in range(n_layers)) if window else ()
         rope_scale = 1.0
-        if f.get(p + "rope.scaling.type") == "linear":
-            rope_scale = 1.0 / float(f.get(p + "rope.scaling.factor", 1.0))
-        base = float(f.get(p + "rope.freq_base", 10000.0))
-        cfg = cls(
-            arch=arch, spec=spec, n_vocab=n_vocab, n_embd=n_embd, n_layers=n_layers, n_ff=int(ff),
-            n_heads=n_heads, n_kv_heads=int(n_kv), head_dim=head_dim,
-            n_rot=int(f.get(p + "rope.dimension_count", head_dim)),
+        if f.get_str(p + "rope.scaling.type") == "linear":
+            rope_scale = 1.0 / f.get_float(p + "rope.scaling.factor", 1.0, positive=True)
+        base = f.get_float(p + "rope.freq_base", 10000.0, positive=True)
+        return cls(
+            arch=arch, spec=spec, n_vocab=n_vocab, n_embd=n_embd, n_layers=n_layers, n_ff=n_ff,
+            n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, n_rot=n_rot,
             rope_base=base, rope_base_swa=spec.rope_base_swa or base, rope_scale=rope_scale,
-            norm_eps=float(f.get(p + "attention.layer_norm_rms_epsilon", 1e-5)),
-            context_length=int(f.get(p + "context_length", 4096)),
+            norm_eps=f.get_float(p + "attention.layer_norm_rms_epsilon", 1e-5, positive=True),
+            context_length=count("context_length", 4096),
             sliding_window=window, swa_layers=swa,
             attn_scale=1.0 / math.sqrt(head_dim),
         )
-        if n_heads % cfg.n_kv_heads:
-            raise GGUFError(f"{f.path}: {n_heads} heads are not a multiple of {n_kv} KV heads")
-        return cfg
+
+
+_BLOCK_NAME = re.compile(r"blk\.(\d+)\.")
+
+
+def _block_indices(f: GGUFFile) -> set[int]:
+    """The layer numbers that tensor names mention (blk.N.*)."""
+    out = set()
+    for name in f.tensors:
+        m = _BLOCK_NAME.match(name)
+        if m:
+            out.add(int(m.group(1)))
+    return out

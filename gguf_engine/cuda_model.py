@@ -53,7 +53,7 @@ class _DeviceLinear:
 class CudaTransformer(Transformer):
     """`model.Transformer` with its forward pass on the GPU; forward() returns host logits."""
 
-    def __init__(self, f: GGUFFile, n_ctx: int | None = None):
+    def __init__(self, f: GGUFFile, n_ctx: int | None = None, extend_context: bool = False):
         if not cuda_available():
             raise CudaUnavailableError(
                 "device='cuda' needs an NVIDIA GPU with its driver and numba-cuda "
@@ -63,7 +63,7 @@ class CudaTransformer(Transformer):
         self.file = f
         self.config = cfg = Config.from_gguf(f)
         self.weights: Weights = load_weights(f, cfg)  # host views, kept for decode_bytes
-        self.n_ctx = context_size(cfg, n_ctx)
+        self.n_ctx = context_size(cfg, n_ctx, extend_context)
         self.cache = KVCache.__new__(KVCache)  # token bookkeeping only; tensors live on device
         self.cache.n_ctx, self.cache.tokens = self.n_ctx, []
         L, KVH, D = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim

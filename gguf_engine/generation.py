@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .chat import GEMMA_TEMPLATE, ChatTemplateError, render
+from .chat import GEMMA_TEMPLATE, ChatTemplateError, RenderedPromptTooLong, render
 from .gguf_file import GGUFFile
 from .model import ContextOverflowError, Transformer
 from .sampling import Sampler, SamplingParams, log_softmax
@@ -38,6 +39,19 @@ class GenerationResult:
     prompt_tokens: list[int]
     logprobs: list[dict] | None = None  # with logprobs=k: per token, OpenAI style
     timings: Timings = field(default_factory=Timings)
+
+
+class StreamInvalidatedError(RuntimeError):
+    """A stream was left open while the same thread made another call on its model."""
+
+
+class _Hold:
+    """One call's exclusive use of a model: its thread, and whether a later call of the same
+    thread took the model over while this one (a suspended stream) was still open."""
+
+    def __init__(self):
+        self.thread = threading.get_ident()
+        self.invalidated = False
 
 
 class Stream:
@@ -72,17 +86,60 @@ def _stop_prefix_len(text: str, stops) -> int:
 class Model:
     """A GGUF model loaded for inference (see `gguf_engine.load`)."""
 
-    def __init__(self, path, *, n_ctx: int | None = None, device: str = "cpu"):
+    def __init__(self, path, *, n_ctx: int | None = None, device: str = "cpu",
+                 extend_context: bool = False):
         self.file = GGUFFile(path)
         self.device = device
         if device == "cuda":
             from .cuda_model import CudaTransformer
 
-            self.net = CudaTransformer(self.file, n_ctx=n_ctx)
+            self.net = CudaTransformer(self.file, n_ctx=n_ctx, extend_context=extend_context)
         else:
-            self.net = Transformer(self.file, n_ctx=n_ctx)
+            self.net = Transformer(self.file, n_ctx=n_ctx, extend_context=extend_context)
         self.tokenizer = GGUFTokenizer(self.file)
         self.config = self.net.config
+        # One call at a time owns the network's cache and buffers: callers from other threads
+        # wait their turn; a stream holds the model from its first read to its end.
+        self._turn = threading.Condition()
+        self._holder: _Hold | None = None
+
+    # -- exclusive use -----------------------------------------------------------------
+    def _acquire(self) -> _Hold:
+        me = threading.get_ident()
+        with self._turn:
+            while self._holder is not None:
+                if self._holder.thread == me:
+                    # this thread is running, so its holder is a stream it left suspended:
+                    # waiting would deadlock; the stream loses the model instead
+                    self._holder.invalidated = True
+                    break
+                self._turn.wait()
+            self._holder = hold = _Hold()
+            return hold
+
+    def _release(self, hold: _Hold) -> None:
+        with self._turn:
+            if self._holder is hold:
+                self._holder = None
+                self._turn.notify_all()
+
+    def _exclusive(self, gen):
+        """`gen` run while holding the model; its pieces passed on, its return value returned."""
+        hold = self._acquire()
+        try:
+            while True:
+                if hold.invalidated:
+                    raise StreamInvalidatedError(
+                        "this stream was invalidated: the same thread started another call on "
+                        "the model while the stream was open (finish or close a stream first)")
+                try:
+                    piece = next(gen)
+                except StopIteration as stop:
+                    return stop.value
+                yield piece
+        finally:
+            gen.close()
+            self._release(hold)
 
     @property
     def n_ctx(self) -> int:
@@ -106,7 +163,11 @@ class Model:
     def logits(self, tokens) -> np.ndarray:
         """float32 (len(tokens), n_vocab): logits at every position, from an empty context."""
         tokens = self._check_tokens(tokens)
-        return self.net.forward(tokens, 0, all_logits=True)
+        hold = self._acquire()
+        try:
+            return self.net.forward(tokens, 0, all_logits=True)
+        finally:
+            self._release(hold)
 
     def _check_tokens(self, tokens) -> list[int]:
         tokens = [int(t) for t in tokens]
@@ -146,8 +207,9 @@ class Model:
             raise ValueError(f"invalid logprobs={logprobs!r}: must be an integer >= 0 or None")
         if max_tokens is None or max_tokens <= 0:
             max_tokens = self.n_ctx
-        gen = self._generate(tokens, int(max_tokens), Sampler(params), stops, logprobs,
-                             frozenset() if ignore_eos else self.tokenizer.eog_ids)
+        gen = self._exclusive(self._generate(tokens, int(max_tokens), Sampler(params), stops,
+                                             logprobs, frozenset() if ignore_eos
+                                             else self.tokenizer.eog_ids))
         return Stream(gen) if stream else _drain(gen)
 
     def _generate(self, prompt, max_tokens, sampler, stops, n_logprobs, eog_ids):
@@ -233,7 +295,14 @@ class Model:
             template = GEMMA_TEMPLATE
         bos = tk.tokens[tk.bos_id] if tk.bos_id is not None else ""
         eos = tk.tokens[tk.eos_id] if tk.eos_id is not None else ""
-        text = render(template, messages, bos_token=bos, eos_token=eos)
+        # no token covers more than max_piece_chars characters, so a longer text cannot fit
+        # the context whatever it holds: refused before it is tokenized
+        limit = self.n_ctx * tk.max_piece_chars
+        try:
+            text = render(template, messages, bos_token=bos, eos_token=eos, max_chars=limit)
+        except RenderedPromptTooLong:
+            raise ContextOverflowError(f"the rendered chat prompt is longer than the context "
+                                       f"of {self.n_ctx} tokens (n_ctx) can hold") from None
         ids = self.tokenize(text, add_bos=False, special=True)
         if tk.add_bos and tk.bos_id is not None and (not ids or ids[0] != tk.bos_id):
             ids.insert(0, tk.bos_id)

@@ -7,6 +7,7 @@ gguf-py's `GGUFReader` builds a NumPy object per vocabulary string (8 s and +720
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4  # GGML_MAX_DIMS
+MAX_ARRAY_DEPTH = 8  # arrays of arrays nest this deep at most (real files use 1 or 2 levels)
 
 # GGUF metadata value types: id -> (name, struct format or None for variable size)
 _SCALAR_FORMATS = {
@@ -130,7 +132,7 @@ class TensorInfo:
 
     @property
     def n_elements(self) -> int:
-        return int(np.prod(self.shape))
+        return math.prod(self.shape)
 
 
 class _Cursor:
@@ -170,7 +172,7 @@ class _Cursor:
         except UnicodeDecodeError as e:
             raise self.fail(f"{what} is not valid UTF-8") from e
 
-    def value(self, vtype: int, what: str):
+    def value(self, vtype: int, what: str, depth: int = 0):
         if vtype in _SCALAR_FORMATS:
             return self.scalar(_SCALAR_FORMATS[vtype], what)
         if vtype == _STRING:
@@ -199,8 +201,10 @@ class _Cursor:
                     raise self.fail(f"truncated header: {what} runs past the end of the file")
                 return StringArray(self.buf, start, count)
             if itype == _ARRAY:
+                if depth >= MAX_ARRAY_DEPTH:
+                    raise self.fail(f"{what}: arrays nested deeper than {MAX_ARRAY_DEPTH} levels")
                 self.need(count * 12, what)
-                return [self.value(_ARRAY, what) for _ in range(count)]
+                return [self.value(_ARRAY, what, depth + 1) for _ in range(count)]
             raise self.fail(f"{what}: unknown array item type {itype}")
         raise self.fail(f"{what}: unknown metadata value type {vtype}")
 
@@ -244,11 +248,14 @@ class GGUFFile:
         self.metadata: dict[str, object] = {}
         for i in range(n_kv):
             key = cur.string(f"metadata key #{i}")
+            if key in self.metadata:
+                raise GGUFError(f"{self.path}: duplicate metadata key {key!r} (entry #{i})")
             vtype = cur.scalar("<I", f"type of metadata {key!r}")
             self.metadata[key] = cur.value(vtype, f"metadata {key!r}")
 
         alignment = self.metadata.get("general.alignment", DEFAULT_ALIGNMENT)
-        if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+        if (not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0
+                or alignment & (alignment - 1)):
             raise GGUFError(f"{self.path}: bad alignment {alignment!r} (must be a power of two)")
         self.alignment = alignment
 
@@ -294,7 +301,7 @@ class GGUFFile:
             raise GGUFError(
                 f"{where}: data offset {offset} is not a multiple of the alignment {self.alignment}"
             )
-        rows = int(np.prod(ne[1:], dtype=np.int64)) if len(ne) > 1 else 1
+        rows = math.prod(ne[1:])  # Python integers: a product that overflows int64 stays exact
         row_bytes = ne[0] // block_size * type_size
         nbytes = rows * row_bytes
         start = data_start + offset
@@ -322,6 +329,72 @@ class GGUFFile:
         if key not in self.metadata:
             raise GGUFError(f"{self.path}: missing metadata key {key!r}")
         return self.metadata[key]
+
+    # Typed reads: a value of the wrong kind is an error that names the key, never a value that
+    # is silently misread later (an eos_token_id stored as a string would never match a token).
+    def _bad(self, key: str, value, expected: str) -> GGUFError:
+        shown = f"an array of {len(value)}" if hasattr(value, "__len__") and not isinstance(
+            value, str) else repr(value)
+        return GGUFError(f"{self.path}: metadata {key!r} should be {expected}, got {shown}")
+
+    def get_int(self, key: str, default=None, *, min_value: int | None = None,
+                max_value: int | None = None):
+        """An integer-typed value (bool excluded) in [min_value, max_value], or `default`."""
+        v = self.metadata.get(key)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self._bad(key, v, "an integer")
+        if (min_value is not None and v < min_value) or (max_value is not None and v > max_value):
+            lo = "" if min_value is None else f"{min_value}"
+            hi = "" if max_value is None else f"{max_value}"
+            raise GGUFError(f"{self.path}: metadata {key!r} = {v} is out of range [{lo}, {hi}]")
+        return v
+
+    def get_float(self, key: str, default=None, *, positive: bool = False):
+        """A finite number (integer or float typed), or `default`."""
+        v = self.metadata.get(key)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise self._bad(key, v, "a finite number")
+        if positive and not v > 0:
+            raise GGUFError(f"{self.path}: metadata {key!r} = {v} must be > 0")
+        return float(v)
+
+    def get_bool(self, key: str, default=None):
+        v = self.metadata.get(key)
+        if v is None:
+            return default
+        if not isinstance(v, bool):
+            raise self._bad(key, v, "a boolean")
+        return v
+
+    def get_str(self, key: str, default=None):
+        v = self.metadata.get(key)
+        if v is None:
+            return default
+        if not isinstance(v, str):
+            raise self._bad(key, v, "a string")
+        return v
+
+    def get_strings(self, key: str) -> StringArray | None:
+        """An array of strings, or None when absent."""
+        v = self.metadata.get(key)
+        if v is not None and not isinstance(v, StringArray):
+            raise self._bad(key, v, "an array of strings")
+        return v
+
+    def get_numbers(self, key: str, n: int | None = None) -> np.ndarray | None:
+        """A flat numeric array of `n` values (when given), or None when absent."""
+        v = self.metadata.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, np.ndarray) or v.dtype == np.bool_:
+            raise self._bad(key, v, "an array of numbers")
+        if n is not None and len(v) != n:
+            raise GGUFError(f"{self.path}: metadata {key!r} has {len(v)} entries, expected {n}")
+        return v
 
     def tensor(self, name: str) -> TensorInfo:
         if name not in self.tensors:

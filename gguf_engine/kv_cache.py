@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give now without swapping (Linux's MemAvailable), or
+    None where it cannot tell."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 class KVCache:
@@ -11,6 +29,11 @@ class KVCache:
         self.k = np.zeros((n_layers, n_kv_heads, n_ctx, head_dim), np.float32)  # (L, KVH, n_ctx, D)
         self.v = np.zeros((n_layers, n_kv_heads, n_ctx, head_dim), np.float32)  # (L, KVH, n_ctx, D)
         self.tokens: list[int] = []  # the tokens whose keys and values are in the cache, in order
+
+    @staticmethod
+    def bytes_for(n_layers: int, n_kv_heads: int, n_ctx: int, head_dim: int) -> int:
+        """Bytes of K and V for a context of n_ctx (float32)."""
+        return 2 * n_layers * n_kv_heads * n_ctx * head_dim * np.dtype(np.float32).itemsize
 
     @property
     def nbytes(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numba
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 from .config import Config
 from .gguf_file import GGUFFile
 from .kernels.cpu import activations, attention, norms, rope
-from .kv_cache import KVCache
+from .kv_cache import KVCache, available_memory
 from .weights import MATVEC_MAX_TOKENS, Weights, load_weights
 
 DEFAULT_N_CTX = 4096
@@ -21,13 +22,38 @@ class ContextOverflowError(ValueError):
     """More tokens than the context holds."""
 
 
-def context_size(cfg: Config, n_ctx: int | None) -> int:
-    """n_ctx, or min(DEFAULT_N_CTX, the model's context length) when None."""
+class NonFiniteLogitsError(RuntimeError):
+    """The network produced NaN or infinite logits (corrupt weights, usually)."""
+
+
+class ContextMemoryError(ValueError):
+    """The KV cache of the requested context does not fit the memory available."""
+
+
+def context_size(cfg: Config, n_ctx: int | None, extend: bool = False) -> int:
+    """n_ctx, or min(DEFAULT_N_CTX, the model's context length) when None. More than the model
+    was trained for is capped to that (with a warning) unless `extend` asks for it."""
     if n_ctx is None:
         return min(DEFAULT_N_CTX, cfg.context_length)
-    if n_ctx < 1:
-        raise ValueError(f"n_ctx must be at least 1, got {n_ctx}")
-    return int(n_ctx)
+    if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1:
+        raise ValueError(f"invalid n_ctx={n_ctx!r}: must be a positive integer")
+    if n_ctx > cfg.context_length and not extend:
+        warnings.warn(f"n_ctx={n_ctx} is more than the {cfg.context_length} tokens the model was "
+                      f"trained for: using {cfg.context_length} (extend_context=True, or "
+                      "--extend-context, keeps the larger context)", stacklevel=3)
+        return cfg.context_length
+    return n_ctx
+
+
+def check_cache_memory(cfg: Config, n_ctx: int) -> None:
+    """A clear error instead of an allocation that fails or swaps: the KV cache must fit in
+    the memory available now."""
+    need = KVCache.bytes_for(cfg.n_layers, cfg.n_kv_heads, n_ctx, cfg.head_dim)
+    have = available_memory()
+    if have is not None and need > have:
+        raise ContextMemoryError(
+            f"a context of {n_ctx} tokens needs {need / 2**30:.1f} GiB of KV cache, but only "
+            f"{have / 2**30:.1f} GiB of memory is available: lower n_ctx (-c)")
 
 
 class RunState:
@@ -60,11 +86,12 @@ class RunState:
 class Transformer:
     """The network of a GGUF file with its own context (KV cache): logits from tokens."""
 
-    def __init__(self, f: GGUFFile, n_ctx: int | None = None):
+    def __init__(self, f: GGUFFile, n_ctx: int | None = None, extend_context: bool = False):
         self.file = f
         self.config = cfg = Config.from_gguf(f)
         self.weights: Weights = load_weights(f, cfg)
-        self.n_ctx = context_size(cfg, n_ctx)
+        self.n_ctx = context_size(cfg, n_ctx, extend_context)
+        check_cache_memory(cfg, self.n_ctx)
         self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, self.n_ctx, cfg.head_dim)
         self.chunk = min(PREFILL_CHUNK, self.n_ctx)  # tokens per forward pass at most
         self.state = RunState(cfg, self.chunk, self.n_ctx)
@@ -105,7 +132,15 @@ class Transformer:
             if all_logits:
                 chunks.append(out)
             self.cache.tokens.extend(int(t) for t in chunk)
-        return np.concatenate(chunks) if all_logits else out
+        logits = np.concatenate(chunks) if all_logits else out
+        # one sum (tens of microseconds for 262k logits) is NaN or infinite if any value is:
+        # sampling would otherwise pick token 0 at temperature 0 and say nothing
+        if not np.isfinite(logits.sum(dtype=np.float64)):
+            del self.cache.tokens[pos0:]
+            raise NonFiniteLogitsError(
+                f"{self.file.path}: the model produced non-finite logits (NaN or infinity) at "
+                f"positions {pos0}..{pos0 + n - 1}; its weights may be corrupt")
+        return logits
 
     def _forward_chunk(self, tokens, pos0, all_logits, last):
         cfg, w, s, cache = self.config, self.weights, self.state, self.cache
@@ -123,13 +158,13 @@ class Transformer:
         ids[:] = tokens
         kinds = 2 if cfg.swa_layers else 1
         for kind, inv in enumerate((self._inv_freq, self._inv_freq_swa)[:kinds]):
-            rope.rope_tables(positions, inv, s.rope_cos[kind, :n], s.rope_sin[kind, :n])
+            rope.rope_tables_kernel(positions, inv, s.rope_cos[kind, :n], s.rope_sin[kind, :n])
         w.token_embd.rows_of(ids, x)
         if self._embd_scale is not None:
             x *= self._embd_scale
         for i, lw in enumerate(w.layers):
             swa = bool(cfg.swa_layers) and cfg.swa_layers[i]
-            norms.rmsnorm(x, lw.attn_norm, cfg.norm_eps, xn)
+            norms.rmsnorm_kernel(x, lw.attn_norm, cfg.norm_eps, xn)
             if lw.wqkv is not None:
                 lw.wqkv(xn, qkv, s.scratch)
             else:
@@ -140,42 +175,42 @@ class Transformer:
             np.copyto(kc, k)
             if lw.q_norm is not None:
                 qf, kf = qc.reshape(n * H, D), kc.reshape(n * KVH, D)
-                norms.rmsnorm(qf, lw.q_norm, cfg.norm_eps, qf)
-                norms.rmsnorm(kf, lw.k_norm, cfg.norm_eps, kf)
+                norms.rmsnorm_kernel(qf, lw.q_norm, cfg.norm_eps, qf)
+                norms.rmsnorm_kernel(kf, lw.k_norm, cfg.norm_eps, kf)
             cos, sin = s.rope_cos[int(swa), :n], s.rope_sin[int(swa), :n]
-            rope.rope_rotate(qc, cos, sin, cfg.spec.rope_neox)
-            rope.rope_rotate(kc, cos, sin, cfg.spec.rope_neox)
+            rope.rope_rotate_kernel(qc, cos, sin, cfg.spec.rope_neox)
+            rope.rope_rotate_kernel(kc, cos, sin, cfg.spec.rope_neox)
             cache.store(i, pos0, kc, v)
             attn = att.reshape(n, H, D)
             window = cfg.sliding_window if swa else 0
             if n > MATVEC_MAX_TOKENS:
-                attention.attention_matmul(qc, cache.k[i], cache.v[i], pos0, window,
+                attention.attention_matmul_unchecked(qc, cache.k[i], cache.v[i], pos0, window,
                                            np.float32(cfg.attn_scale), attn)
             else:
-                attention.attention(qc, cache.k[i], cache.v[i], pos0, window,
+                attention.attention_kernel(qc, cache.k[i], cache.v[i], pos0, window,
                                     np.float32(cfg.attn_scale), s.scores, attn)
             lw.wo(att, proj, s.scratch)
             if lw.post_attn_norm is not None:
-                norms.rmsnorm(proj, lw.post_attn_norm, cfg.norm_eps, proj)
+                norms.rmsnorm_kernel(proj, lw.post_attn_norm, cfg.norm_eps, proj)
             x += proj
-            norms.rmsnorm(x, lw.ffn_norm, cfg.norm_eps, xn)
+            norms.rmsnorm_kernel(x, lw.ffn_norm, cfg.norm_eps, xn)
             if lw.w_gate is not None:
                 self._into(lw.w_gate, xn, gate_up, 0, cfg.n_ff)
                 self._into(lw.w_up, xn, gate_up, cfg.n_ff, cfg.n_ff)
             else:
                 lw.w_up(xn, gate_up, s.scratch)
-            activations.gated(gate_up, act, cfg.spec.gelu)
+            activations.gated_kernel(gate_up, act, cfg.spec.gelu)
             lw.w_down(act, proj, s.scratch)
             if lw.post_ffn_norm is not None:
-                norms.rmsnorm(proj, lw.post_ffn_norm, cfg.norm_eps, proj)
+                norms.rmsnorm_kernel(proj, lw.post_ffn_norm, cfg.norm_eps, proj)
             x += proj
         if all_logits:
-            norms.rmsnorm(x, w.output_norm, cfg.norm_eps, xn)
+            norms.rmsnorm_kernel(x, w.output_norm, cfg.norm_eps, xn)
             out = np.empty((n, cfg.n_vocab), np.float32)
             return w.output(xn, out, s.scratch)
         if not last:
             return None
-        norms.rmsnorm(x[n - 1 : n], w.output_norm, cfg.norm_eps, xn[:1])
+        norms.rmsnorm_kernel(x[n - 1 : n], w.output_norm, cfg.norm_eps, xn[:1])
         return w.output(xn[:1], s.logits, s.scratch)
 
     def _into(self, lin, X, buf, c0, width):

@@ -16,7 +16,9 @@ table of token bytes.
 from __future__ import annotations
 
 import codecs
+import functools
 import heapq
+import re
 
 import numpy as np
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
@@ -38,6 +40,7 @@ PRE_TOKENIZER_REGEX = {
 # llama.cpp treats the end of generation as any of these token texts, besides EOS/EOT/EOM ids.
 EOG_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
              "<EOT>", "_<EOT>", "<|end_of_text|>", "<|return|>", "<|call|>")
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 # C's isspace(): the whitespace a right-stripping special token swallows after itself
 _C_SPACE = " \t\n\v\f\r"
 
@@ -61,43 +64,50 @@ class GGUFTokenizer:
 
     def __init__(self, f: GGUFFile):
         self.path = f.path
-        self.kind = f.get("tokenizer.ggml.model")
+        self.kind = f.get_str("tokenizer.ggml.model")
         if self.kind not in ("llama", "gpt2"):
             raise GGUFError(f"{f.path}: unsupported tokenizer model {self.kind!r} "
                             "(supported: llama (SentencePiece), gpt2 (byte-level BPE))")
-        tokens = f.get("tokenizer.ggml.tokens")
+        tokens = f.get_strings("tokenizer.ggml.tokens")
         if tokens is None:
             raise GGUFError(f"{f.path}: missing metadata key 'tokenizer.ggml.tokens'")
         self.tokens: list[str] = tokens.to_list()
         n = len(self.tokens)
-        types = f.get("tokenizer.ggml.token_type")
-        self.types = (np.asarray(types, dtype=np.int32) if types is not None
+        if n == 0:
+            raise GGUFError(f"{f.path}: the vocabulary (tokenizer.ggml.tokens) is empty")
+        types = f.get_numbers("tokenizer.ggml.token_type", n)
+        if types is not None and types.dtype.kind not in "iu":
+            raise GGUFError(f"{f.path}: tokenizer.ggml.token_type should hold integers, "
+                            f"holds {types.dtype}")
+        self.types = (types.astype(np.int32) if types is not None
                       else np.full(n, NORMAL, np.int32))  # (n_vocab,)
-        self.pre = f.get("tokenizer.ggml.pre", "default")
+        self.pre = f.get_str("tokenizer.ggml.pre", "default")
         is_spm = self.kind == "llama"
-        self.add_space_prefix = bool(f.get("tokenizer.ggml.add_space_prefix", is_spm))
-        self.bos_id = f.get("tokenizer.ggml.bos_token_id", 1 if is_spm else None)
-        self.eos_id = f.get("tokenizer.ggml.eos_token_id", 2 if is_spm else None)
-        self.eot_id = f.get("tokenizer.ggml.eot_token_id")
-        self.add_bos = bool(f.get("tokenizer.ggml.add_bos_token", is_spm))
-        self.add_eos = bool(f.get("tokenizer.ggml.add_eos_token", False))
-        eog = {i for i in (self.eos_id, self.eot_id, f.get("tokenizer.ggml.eom_token_id"))
+
+        def token_id(key, default=None):
+            return f.get_int(key, default if default is not None and default < n else None,
+                             min_value=0, max_value=n - 1)
+
+        self.add_space_prefix = f.get_bool("tokenizer.ggml.add_space_prefix", is_spm)
+        self.bos_id = token_id("tokenizer.ggml.bos_token_id", 1 if is_spm else None)
+        self.eos_id = token_id("tokenizer.ggml.eos_token_id", 2 if is_spm else None)
+        self.eot_id = token_id("tokenizer.ggml.eot_token_id")
+        self.add_bos = f.get_bool("tokenizer.ggml.add_bos_token", is_spm)
+        self.add_eos = f.get_bool("tokenizer.ggml.add_eos_token", False)
+        eog = {i for i in (self.eos_id, self.eot_id, token_id("tokenizer.ggml.eom_token_id"))
                if i is not None}
         marked = np.flatnonzero((self.types == CONTROL) | (self.types == USER_DEFINED))
         eog |= {int(i) for i in marked if self.tokens[i] in EOG_TEXTS}
         self.eog_ids = frozenset(eog)
         self._pieces: dict[int, bytes] = {}
         self._byte_decoder = None if is_spm else _gpt2_byte_decoder()
-        self._specials = self._special_tokens(str(f.get("general.name", "")).lower())
+        self._specials = self._special_tokens(f.get_str("general.name", "").lower())
         self._ids = {t: i for i, t in enumerate(self.tokens)}  # piece -> id, last one wins
         if is_spm:
-            scores = f.get("tokenizer.ggml.scores")
+            scores = f.get_numbers("tokenizer.ggml.scores", n)
             if scores is None:
                 raise GGUFError(f"{f.path}: a SentencePiece vocabulary needs "
                                 "tokenizer.ggml.scores")
-            if len(scores) != n:
-                raise GGUFError(f"{f.path}: tokenizer.ggml.scores has {len(scores)} entries "
-                                f"for {n} tokens")
             self._scores: list[float] = np.asarray(scores, dtype=np.float32).tolist()
             self._byte_ids = self._byte_tokens()
         else:
@@ -131,14 +141,22 @@ class GGUFTokenizer:
         return table
 
     def _build_bpe(self, f: GGUFFile) -> Tokenizer:
-        merges = f.get("tokenizer.ggml.merges")
+        merges = f.get_strings("tokenizer.ggml.merges")
         if merges is None:
             raise GGUFError(f"{f.path}: a byte-level BPE vocabulary needs tokenizer.ggml.merges")
         if self.pre not in PRE_TOKENIZER_REGEX:
             raise GGUFError(f"{f.path}: unsupported pre-tokenizer {self.pre!r} (supported: "
                             f"{', '.join(sorted(PRE_TOKENIZER_REGEX))})")
         pairs = [tuple(m.split(" ", 1)) for m in merges.to_list()]
-        model = models.BPE(vocab=self._ids, merges=pairs, ignore_merges=self.pre == "llama-bpe")
+        bad = next((i for i, pair in enumerate(pairs) if len(pair) != 2), None)
+        if bad is not None:
+            raise GGUFError(f"{f.path}: tokenizer.ggml.merges[{bad}] = {merges[bad]!r} is not "
+                            "two pieces separated by a space")
+        try:
+            model = models.BPE(vocab=self._ids, merges=pairs,
+                               ignore_merges=self.pre == "llama-bpe")
+        except Exception as e:  # tokenizers raises a bare Exception (e.g. a merge not in vocab)
+            raise GGUFError(f"{f.path}: tokenizer.ggml.merges: {e}") from None
         tok = Tokenizer(model)
         tok.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(PRE_TOKENIZER_REGEX[self.pre]), behavior="isolated"),
@@ -249,6 +267,12 @@ class GGUFTokenizer:
     def n_vocab(self) -> int:
         return len(self.tokens)
 
+    @functools.cached_property
+    def max_piece_chars(self) -> int:
+        """The most characters of text one token stands for: a text longer than n times this
+        cannot tokenize into n tokens or fewer."""
+        return max(1, max(map(len, self.tokens)))
+
     def piece(self, i: int) -> bytes:
         """The bytes token i stands for in text; control tokens stand for none."""
         b = self._pieces.get(i)
@@ -259,7 +283,7 @@ class GGUFTokenizer:
             t, kind = self.tokens[i], self.types[i]
             if kind == CONTROL or kind == UNUSED:
                 b = b""
-            elif kind == BYTE and self._byte_decoder is None:
+            elif kind == BYTE and self._byte_decoder is None and _BYTE_TOKEN.fullmatch(t):
                 b = bytes([int(t[3:-1], 16)])  # "<0xAB>"
             elif kind == USER_DEFINED:
                 b = t.encode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import checks
 from .registry import TypeKernels, kernels_for
 
 # Prefill dequantizes this many weight values at a time (2 MB of float32, about an L2) and hands
@@ -77,6 +78,7 @@ def matvec(data, ggml_type, shape, x, out=None) -> np.ndarray:
     if x.shape != (cols,):
         raise ValueError(f"x must have shape ({cols},), got {x.shape}")
     out = _check_out(out, (rows,), "out")
+    checks.writable("out", out, x, w)
     tk.kernels.matvec_rows(w, x, out, matvec_scratch(tk, rows))
     return out
 
@@ -109,4 +111,8 @@ def matmul(data, ggml_type, shape, X, out=None, scratch=None) -> np.ndarray:
     if X.ndim != 2 or X.shape[1] != cols:
         raise ValueError(f"X must have shape (n_tokens, {cols}), got {X.shape}")
     out = _check_out(out, (X.shape[0], rows), "out")
+    checks.writable("out", out, X, w)
+    if scratch is not None:
+        checks.array("scratch", scratch, (None,), contiguous=True)
+        checks.writable("scratch", scratch, X, w, out)
     return matmul_view(tk, w, X, out, scratch)

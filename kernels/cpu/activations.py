@@ -5,6 +5,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .. import checks
 from .simd import half_bits
 
 _SQRT_2_OVER_PI = np.float32(math.sqrt(2.0 / math.pi))
@@ -38,28 +39,62 @@ def _gelu(v):
     return GELU_TABLE[half_bits(v)]
 
 
-@njit(parallel=True, cache=True)
+def _elementwise(x, out):
+    n, d = checks.array("x", x, (None, None)).shape
+    checks.array("out", out, (n, d))
+    checks.writable("out", out, x, same_ok=True)
+
+
 def silu(x, out):
-    """out = x * sigmoid(x), x and out (n, d)."""
+    """out = x * sigmoid(x), x and out (n, d) float32 (out may be x)."""
+    _elementwise(x, out)
+    silu_kernel(x, out)
+
+
+def gelu(x, out):
+    """out = GELU(x) as llama.cpp computes it (tanh form through a half-precision table),
+    x and out (n, d) float32 (out may be x)."""
+    _elementwise(x, out)
+    gelu_kernel(x, out)
+
+
+def gated(gate_up, out, use_gelu):
+    """out = act(gate) * up for gate_up (n, 2d) = [gate | up] and out (n, d) float32: SwiGLU
+    (SiLU) or GeGLU (`gelu`)."""
+    n, d = checks.array("out", out, (None, None)).shape
+    checks.array("gate_up", gate_up, (n, 2 * d))
+    checks.writable("out", out, gate_up)
+    gated_kernel(gate_up, out, bool(use_gelu))
+
+
+def softmax(x, out):
+    """out = softmax(x) of a 1-D x, normalised in float64; out float32 or float64."""
+    n = checks.array("x", x, (None,), (np.float32, np.float64)).shape[0]
+    checks.array("out", out, (n,), (np.float32, np.float64))
+    checks.writable("out", out, x, same_ok=True)
+    softmax_kernel(x, out)
+
+
+@njit(parallel=True, cache=True)
+def silu_kernel(x, out):
+    """`silu` without the checks."""
     for t in prange(x.shape[0]):
         for i in range(x.shape[1]):
             out[t, i] = _silu(x[t, i])
 
 
 @njit(parallel=True, cache=True)
-def gelu(x, out):
-    """out = GELU(x) as llama.cpp computes it (tanh form through a half-precision table),
-    x and out (n, d)."""
+def gelu_kernel(x, out):
+    """`gelu` without the checks."""
     for t in prange(x.shape[0]):
         for i in range(x.shape[1]):
             out[t, i] = _gelu(x[t, i])
 
 
 @njit(parallel=True, cache=True)
-def gated(gate_up, out, use_gelu):
-    """out = act(gate) * up for gate_up (n, 2d) = [gate | up] and out (n, d): SwiGLU (SiLU) or
-    GeGLU (`gelu`). One contiguous array in, so the compiled loop knows its strides (two
-    column slices of it ran 3x slower)."""
+def gated_kernel(gate_up, out, use_gelu):
+    """`gated` without the checks. One contiguous array in, so the compiled loop knows its
+    strides (two column slices of it ran 3x slower)."""
     d = out.shape[1]
     for t in prange(out.shape[0]):
         for i in range(d):
@@ -69,8 +104,8 @@ def gated(gate_up, out, use_gelu):
 
 
 @njit(cache=True)
-def softmax(x, out):
-    """out = softmax(x) over the last axis of a 1-D x, in float64 for the normalisation."""
+def softmax_kernel(x, out):
+    """`softmax` without the checks."""
     m = -np.inf
     for i in range(x.shape[0]):
         if x[i] > m:

@@ -4,17 +4,49 @@ sliding window."""
 import numpy as np
 from numba import njit, prange
 
+from .. import checks
 from .flags import FASTMATH
 from .simd import LANES, vfma, vload_f32, vmul, vsplat, vstore_f32, vsum, vzero
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _check(q, k_cache, v_cache, pos0, window, scale, out):
+    """The shared argument checks of `attention` and `attention_matmul`."""
+    n, n_heads, head_dim = checks.array("q", q, (None, None, None), contiguous=True).shape
+    n_kv, n_ctx, _ = checks.array("k_cache", k_cache, (None, None, head_dim),
+                                  contiguous=True).shape
+    checks.array("v_cache", v_cache, (n_kv, n_ctx, head_dim), contiguous=True)
+    checks.array("out", out, (n, n_heads, head_dim), contiguous=True)
+    if n_kv == 0 or n_heads % n_kv:
+        raise ValueError(f"{n_heads} query heads are not a multiple of {n_kv} KV heads")
+    if isinstance(pos0, bool) or not isinstance(pos0, (int, np.integer)) or pos0 < 0 or \
+            pos0 + n > n_ctx:
+        raise ValueError(f"queries at positions {pos0}..{pos0 + n - 1} do not fit the cache "
+                         f"of {n_ctx} positions")
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 0:
+        raise ValueError(f"window must be an integer >= 0, got {window!r}")
+    checks.finite("scale", scale)
+    checks.writable("out", out, q, k_cache, v_cache)
+    return n
+
+
 def attention(q, k_cache, v_cache, pos0, window, scale, scores, out):
     """q (n_tokens, n_heads, head_dim): queries at positions pos0 .. pos0 + n_tokens - 1.
     k_cache, v_cache (n_kv_heads, n_ctx, head_dim): keys/values, filled up to the last query.
     window: a query at p sees keys at p - window + 1 .. p (llama.cpp's rule); 0 means no window.
-    scores (n_parts, n_ctx) float32 scratch, one row per parallel part;
-    out (n_tokens, n_heads, head_dim)."""
+    scores (n_parts, >= pos0 + n_tokens) float32 scratch, one row per parallel part;
+    out (n_tokens, n_heads, head_dim). All float32, C-contiguous."""
+    n = _check(q, k_cache, v_cache, pos0, window, scale, out)
+    parts, width = checks.array("scores", scores, (None, None), contiguous=True).shape
+    if parts < 1 or width < pos0 + n:
+        raise ValueError(f"scores must have at least 1 row of {pos0 + n} values, got "
+                         f"{scores.shape}")
+    checks.writable("scores", scores, q, k_cache, v_cache, out)
+    attention_kernel(q, k_cache, v_cache, int(pos0), int(window), np.float32(scale), scores, out)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def attention_kernel(q, k_cache, v_cache, pos0, window, scale, scores, out):
+    """`attention` without the checks."""
     n_tokens, n_heads, head_dim = q.shape
     group = n_heads // k_cache.shape[0]
     n_items = n_tokens * n_heads
@@ -96,6 +128,12 @@ def attention_matmul(q, k_cache, v_cache, pos0, window, scale, out):
     group of query heads that share a KV head, scores = Q K^T for the keys the block can see,
     masked, softmaxed in float32, times V. Same arguments and meaning as `attention`, without
     the scratch."""
+    _check(q, k_cache, v_cache, pos0, window, scale, out)
+    attention_matmul_unchecked(q, k_cache, v_cache, pos0, window, scale, out)
+
+
+def attention_matmul_unchecked(q, k_cache, v_cache, pos0, window, scale, out):
+    """`attention_matmul` without the checks."""
     n_tokens, n_heads, head_dim = q.shape
     n_kv = k_cache.shape[0]
     group = n_heads // n_kv

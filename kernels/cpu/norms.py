@@ -3,6 +3,7 @@
 import numpy as np
 from numba import njit, prange
 
+from .. import checks
 from .flags import FASTMATH
 
 
@@ -17,9 +18,21 @@ def _sum_squares(row):
     return s
 
 
-@njit(parallel=True, cache=True)
 def rmsnorm(x, weight, eps, out):
-    """out[t] = x[t] / sqrt(mean(x[t]**2) + eps) * weight for x, out (n, d), weight (d,)."""
+    """out[t] = x[t] / sqrt(mean(x[t]**2) + eps) * weight for x, out (n, d) float32, weight (d,);
+    out may be x itself."""
+    n, d = checks.array("x", x, (None, None)).shape
+    checks.array("weight", weight, (d,))
+    checks.array("out", out, (n, d))
+    checks.writable("out", out, x, weight, same_ok=True)
+    if checks.finite("eps", eps) < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    rmsnorm_kernel(x, weight, eps, out)
+
+
+@njit(parallel=True, cache=True)
+def rmsnorm_kernel(x, weight, eps, out):
+    """`rmsnorm` without the checks."""
     n, d = x.shape
     for t in prange(n):
         scale = np.float32(1.0 / np.sqrt(_sum_squares(x[t]) / d + eps))
