@@ -13,6 +13,7 @@ import numba
 import numpy as np
 
 from .bandwidth import read_bandwidth
+from .progress import bar
 
 
 def _peak_rss_bytes() -> int:
@@ -49,7 +50,7 @@ def run_bench(model, load_s: float, n_prompt: int, n_gen: int, repetitions: int)
         tokens = _tokens(model, n_prompt, rng)
         net.forward(tokens, 0)  # warm-up
         seconds = []
-        for _ in range(repetitions):
+        for _ in bar(range(repetitions), desc=f"pp{n_prompt}"):
             t = time.perf_counter()
             net.forward(tokens, 0)  # from an empty context: position 0 overwrites the cache
             seconds.append(time.perf_counter() - t)
@@ -62,7 +63,7 @@ def run_bench(model, load_s: float, n_prompt: int, n_gen: int, repetitions: int)
         for p in range(min(n_gen, 8)):  # warm-up
             net.forward([tokens[p]], p)
         seconds, first = [], []
-        for _ in range(repetitions):
+        for _ in bar(range(repetitions), desc=f"tg{n_gen}"):
             t = time.perf_counter()
             for p, tok in enumerate(tokens):
                 net.forward([tok], p)
@@ -88,8 +89,9 @@ def format_records(records: list[dict], fmt: str) -> str:
         return json.dumps(records, indent=2)
     if fmt == "csv":
         buf = io.StringIO()
-        keys = [k for k in records[0] if k not in ("samples_ts", "samples_s")] if records else []
-        w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+        keys = list(dict.fromkeys(k for r in records for k in r
+                                  if k not in ("samples_ts", "samples_s")))  # every row's keys
+        w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         w.writerows(records)
         return buf.getvalue()

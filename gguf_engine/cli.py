@@ -8,10 +8,42 @@ import sys
 import time
 
 from . import __version__
+from .defaults import DEFAULT_N_CTX, SAMPLING
 
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
+
+
+_ESCAPES = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("'"): b"'", ord('"'): b'"',
+            ord("\\"): b"\\"}
+_HEX = b"0123456789abcdefABCDEF"
+
+
+def process_escapes(text: str) -> str:
+    """llama.cpp's string_process_escapes: \\n \\r \\t \\' \\" \\\\ and \\xHH (a byte); any
+    other backslash sequence is kept as written."""
+    if "\\" not in text:
+        return text
+    src = text.encode("utf-8", "surrogatepass")
+    out = bytearray()
+    i = 0
+    while i < len(src):
+        c = src[i]
+        if c == 0x5C and i + 1 < len(src):
+            nxt = src[i + 1]
+            if nxt in _ESCAPES:
+                out += _ESCAPES[nxt]
+                i += 2
+                continue
+            if nxt == ord("x") and i + 3 < len(src) and src[i + 2] in _HEX and \
+                    src[i + 3] in _HEX:
+                out.append(int(src[i + 2:i + 4], 16))
+                i += 4
+                continue
+        out.append(c)
+        i += 1
+    return out.decode("utf-8", errors="replace")
 
 
 def _positive_int(s: str) -> int:
@@ -24,6 +56,15 @@ def _positive_int(s: str) -> int:
     return v
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except the unset ones (None, False, [])."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, []) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _add_model_args(p):
     p.add_argument("-m", "--model",
                    help="GGUF file or hf://owner/repo/file.gguf (default: the embedded Gemma 3 "
@@ -31,23 +72,35 @@ def _add_model_args(p):
     p.add_argument("--hf-repo", help="Hugging Face repository, owner/name")
     p.add_argument("--hf-file", help="file in --hf-repo; a glob such as '*Q4_K_M.gguf' works")
     p.add_argument("-c", "--ctx-size", type=_positive_int, help="context size (default: "
-                   "min(4096, the model's))")
-    p.add_argument("-t", "--threads", type=_positive_int, help="CPU threads")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+                   f"min({DEFAULT_N_CTX}, the model's); more than the model's is capped to it "
+                   "unless --extend-context)")
+    p.add_argument("--extend-context", action="store_true",
+                   help="keep a --ctx-size larger than the model was trained for")
+    p.add_argument("-t", "--threads", type=_positive_int, help="CPU threads (default: all cores)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                   help="where to run")
 
 
 def _add_sampling_args(p):
-    p.add_argument("-n", "--n-predict", type=int, default=256,
+    p.add_argument("-n", "--n-predict", type=int, default=SAMPLING["max_tokens"],
                    help="tokens to generate (-1: until the context is full)")
-    p.add_argument("--temp", type=float, default=0.8, help="temperature (0: greedy)")
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--min-p", type=float, default=0.05)
-    p.add_argument("--repeat-penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--temp", type=float, default=SAMPLING["temperature"],
+                   help="temperature (0: greedy)")
+    p.add_argument("--top-k", type=int, default=SAMPLING["top_k"],
+                   help="keep the k likeliest tokens (0: all)")
+    p.add_argument("--top-p", type=float, default=SAMPLING["top_p"],
+                   help="nucleus sampling threshold")
+    p.add_argument("--min-p", type=float, default=SAMPLING["min_p"],
+                   help="drop tokens below this fraction of the likeliest one's probability")
+    p.add_argument("--repeat-penalty", type=float, default=SAMPLING["repeat_penalty"],
+                   help="penalty on the last 64 tokens (1: off)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
+    p.add_argument("--stop", action="append", default=[],
+                   help="stop string, repeatable; escapes such as \\n are processed")
     p.add_argument("--ignore-eos", action="store_true",
                    help="keep generating past end-of-generation tokens")
+    p.add_argument("--no-escape", action="store_true",
+                   help="take --stop and the prompt literally (no \\n, \\t, \\xHH escapes)")
     p.add_argument("--verbose", action="store_true", help="print timings to stderr")
 
 
@@ -55,17 +108,24 @@ def _load(args):
     from . import load
 
     return load(args.model, n_ctx=args.ctx_size, n_threads=args.threads, device=args.device,
-                hf_repo=args.hf_repo, hf_file=args.hf_file)
+                hf_repo=args.hf_repo, hf_file=args.hf_file, extend_context=args.extend_context)
+
+
+def _text_arg(args, text: str) -> str:
+    return text if args.no_escape else process_escapes(text)
 
 
 def _sampling(args) -> dict:
     return dict(max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k,
                 top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
-                seed=args.seed, stop=args.stop, ignore_eos=args.ignore_eos)
+                seed=args.seed, stop=[_text_arg(args, s) for s in args.stop],
+                ignore_eos=args.ignore_eos)
 
 
 def _stream_out(stream, verbose: bool):
     """Print a Stream as it comes; returns its result."""
+    if _NOTICE is not None:
+        _NOTICE.close()  # compiling is over once text comes: end the bar before it
     for piece in stream:
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -94,6 +154,7 @@ def _cmd_generate(args):
         prompt = args.prompt
     else:
         raise CLIError("no prompt: give one as an argument or with -f FILE (- for stdin)")
+    prompt = _text_arg(args, prompt)
     t0 = time.perf_counter()
     model = _load(args)
     if args.verbose:
@@ -103,8 +164,50 @@ def _cmd_generate(args):
     print()
 
 
+_INSTRUCT_WORDS = ("it", "instruct", "chat", "sft", "dpo", "rlhf", "assistant")
+
+
+def _looks_like_base_model(f) -> bool:
+    """No word of an instruction-tuned model's name in general.name / finetune / basename."""
+    import re
+
+    names = " ".join(str(f.get(k) or "") for k in ("general.name", "general.finetune",
+                                                   "general.basename")).lower()
+    return not any(w in _INSTRUCT_WORDS for w in re.split(r"[^a-z0-9]+", names))
+
+
+def _chat_template(args, model) -> str | None:
+    """--chat-template / --chat-template-file, else None (the file's own). Says when the file
+    has none and what that means."""
+    if args.chat_template is not None and args.chat_template_file is not None:
+        raise CLIError("give --chat-template or --chat-template-file, not both")
+    if args.chat_template_file is not None:
+        try:
+            with open(args.chat_template_file, encoding="utf-8") as fh:
+                return fh.read()
+        except OSError as e:
+            raise CLIError(f"cannot read chat template file {args.chat_template_file}: "
+                           f"{e.strerror}") from None
+    if args.chat_template is not None:
+        return args.chat_template
+    f = model.file
+    if f.get("tokenizer.chat_template") is not None:
+        return None
+    name = f.get("general.name") or f.path.name
+    if model.config.spec.name != "gemma3":
+        raise CLIError(f"{f.path.name} has no chat template: pass one with --chat-template "
+                       "TEXT or --chat-template-file FILE (a Jinja2 template)")
+    base = " and looks like a base model, which continues text instead of answering" \
+        if _looks_like_base_model(f) else ""
+    print(f"gguf-engine: note: {name!r} has no chat template{base}; using Gemma's turn format. "
+          "For real answers use an instruction-tuned model, or pass --chat-template.",
+          file=sys.stderr)
+    return None
+
+
 def _cmd_chat(args):
     model = _load(args)
+    template = _chat_template(args, model)
     messages = []
     interactive = sys.stdin.isatty()
     while True:
@@ -113,9 +216,13 @@ def _cmd_chat(args):
         line = sys.stdin.readline()
         if not line or not line.strip():
             break
-        messages.append({"role": "user", "content": line.rstrip("\n")})
-        res = _stream_out(model.chat(messages, stream=True, **_sampling(args)), args.verbose)
-        print()
+        text = line.rstrip("\n")
+        if not interactive:  # a transcript: each turn's input, then its reply, then a blank line
+            print(f"> {text}", flush=True)
+        messages.append({"role": "user", "content": text})
+        res = _stream_out(model.chat(messages, chat_template=template, stream=True,
+                                     **_sampling(args)), args.verbose)
+        print("\n" if not interactive else "", flush=True)
         messages.append({"role": "assistant", "content": res.text})
 
 
@@ -161,6 +268,19 @@ def _cmd_inspect(args):
     print(describe(GGUFFile(resolve_model(args.file))))
 
 
+def _cmd_models(args):
+    from .default_model import cache_dir, default_model_path
+    from .hub import cached_gguf_files
+
+    try:
+        print(f"default model: {default_model_path()}")
+    except Exception as e:
+        print(f"default model: not available ({e}); it would be assembled into "
+              f"{cache_dir()}")
+    for repo, path in cached_gguf_files():
+        print(f"hf://{repo}/{path.name}: {path}")
+
+
 def _cmd_download(args):
     from .hub import HF_PREFIX, parse_ref, resolve_model
 
@@ -173,10 +293,17 @@ def _cmd_download(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gguf-engine",
+    fmt = _HelpFormatter
+    p = argparse.ArgumentParser(prog="gguf-engine", formatter_class=fmt,
                                 description="Run GGUF language models on the CPU with Numba.")
     p.add_argument("--version", action="version", version=f"gguf-engine {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    _parser = sub.add_parser
+
+    def add_parser(*a, **kw):
+        return _parser(*a, formatter_class=fmt, **kw)
+
+    sub.add_parser = add_parser
 
     g = sub.add_parser("generate", help="continue a prompt, streaming the text")
     g.add_argument("prompt", nargs="?", help="the prompt text")
@@ -188,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("chat", help="interactive chat with the model's chat template")
     _add_model_args(c)
     _add_sampling_args(c)
+    c.add_argument("--chat-template", help="a Jinja2 chat template to use instead of the file's")
+    c.add_argument("--chat-template-file", help="read the chat template from this file")
     c.set_defaults(func=_cmd_chat)
 
     b = sub.add_parser("bench", help="llama-bench style benchmark (pp, tg); --kernels for the "
@@ -195,38 +324,57 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(b)
     b.add_argument("-p", "--n-prompt", type=int, default=512, help="prompt tokens (0: skip pp)")
     b.add_argument("-n", "--n-gen", type=int, default=128, help="generated tokens (0: skip tg)")
-    b.add_argument("-r", "--repetitions", type=_positive_int, default=5)
-    b.add_argument("-o", "--output", choices=["md", "json", "csv"], default="md")
+    b.add_argument("-r", "--repetitions", type=_positive_int, default=5,
+                   help="timed runs of each test")
+    b.add_argument("-o", "--output", choices=["md", "json", "csv"], default="md",
+                   help="output format")
     b.add_argument("--kernels", action="store_true", help="run the kernel benchmark instead")
     b.set_defaults(func=_cmd_bench)
 
     i = sub.add_parser("inspect", help="show a GGUF file's architecture, hyperparameters and "
                                        "tensors")
-    i.add_argument("file")
+    i.add_argument("file", help="GGUF file or hf:// reference")
     i.set_defaults(func=_cmd_inspect)
 
+    ms = sub.add_parser("models", help="where the default model and cached hub models are")
+    ms.set_defaults(func=_cmd_models)
+
     d = sub.add_parser("download", help="fetch hf://owner/repo/file.gguf into the cache")
-    d.add_argument("ref", nargs="?", default="")
-    d.add_argument("--hf-repo")
-    d.add_argument("--hf-file")
+    d.add_argument("ref", nargs="?", default="", help="hf://owner/repo/file.gguf")
+    d.add_argument("--hf-repo", help="Hugging Face repository, owner/name")
+    d.add_argument("--hf-file", help="file in --hf-repo; a glob works")
     d.set_defaults(func=_cmd_download)
     return p
 
 
+_NOTICE = None  # the active CompileNotice, closed when output starts
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    print(f"gguf-engine: warning: {message}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
+    global _NOTICE
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "n_prompt", 0) < 0 or getattr(args, "n_gen", 0) < 0:
         parser.error("-p and -n must be >= 0")
     from .default_model import DefaultModelMissing
+    from .progress import CompileNotice
 
+    warnings.showwarning = _warning_line
     try:
-        args.func(args)
+        with CompileNotice() as _NOTICE:
+            args.func(args)
     except KeyboardInterrupt:
         sys.stdout.flush()
         print(file=sys.stderr)
         return 130
-    except (CLIError, ValueError, OSError, RuntimeError, DefaultModelMissing) as e:
+    except (CLIError, ValueError, OSError, RuntimeError, DefaultModelMissing, MemoryError,
+            RecursionError) as e:
         sys.stdout.flush()
         parser.print_usage(sys.stderr)
         print(f"gguf-engine: error: {e}", file=sys.stderr)

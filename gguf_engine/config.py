@@ -63,13 +63,14 @@ class Config:
         n_heads = count("attention.head_count")
         n_layers = count("block_count")
         blocks = _block_indices(f)
-        if blocks != set(range(n_layers)):
-            missing = sorted(set(range(n_layers)) - blocks)[:3] if len(blocks) <= n_layers else []
-            extra = sorted(blocks - set(range(n_layers)))[:3]
-            raise GGUFError(f"{f.path}: {p}block_count is {n_layers} but the file has tensors for "
-                            f"{len(blocks)} layers" + (f" (missing blk.{missing[0]})" if missing
-                                                       else f" (unexpected blk.{extra[0]})"
-                                                       if extra else ""))
+        # distinct non-negative numbers: they are 0..n_layers - 1 exactly when there are
+        # n_layers of them and the largest is n_layers - 1 (no set sized by the file's count)
+        if len(blocks) != n_layers or max(blocks, default=-1) != n_layers - 1:
+            gap = min(set(range(len(blocks) + 1)) - blocks)
+            raise GGUFError(f"{f.path}: {p}block_count is {n_layers} but the file has tensors "
+                            f"for {len(blocks)} layers (" + (f"unexpected blk.{max(blocks)}"
+                                                              if gap >= n_layers else
+                                                              f"missing blk.{gap}") + ")")
         n_kv = count("attention.head_count_kv", n_heads)
         if n_heads % n_kv:
             raise GGUFError(f"{f.path}: {n_heads} heads are not a multiple of {n_kv} KV heads")

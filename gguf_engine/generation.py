@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .chat import GEMMA_TEMPLATE, ChatTemplateError, RenderedPromptTooLong, render
+from .defaults import SAMPLING
 from .gguf_file import GGUFFile
 from .model import ContextOverflowError, Transformer
 from .sampling import Sampler, SamplingParams, log_softmax
@@ -182,10 +183,13 @@ class Model:
         return tokens
 
     # -- generation --------------------------------------------------------------------
-    def generate(self, prompt, max_tokens: int | None = 256, temperature: float = 0.8,
-                 top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
-                 repeat_penalty: float = 1.0, presence_penalty: float = 0.0,
-                 frequency_penalty: float = 0.0, seed: int | None = None, stop=(),
+    def generate(self, prompt, max_tokens: int | None = SAMPLING["max_tokens"],
+                 temperature: float = SAMPLING["temperature"], top_k: int = SAMPLING["top_k"],
+                 top_p: float = SAMPLING["top_p"], min_p: float = SAMPLING["min_p"],
+                 repeat_penalty: float = SAMPLING["repeat_penalty"],
+                 presence_penalty: float = SAMPLING["presence_penalty"],
+                 frequency_penalty: float = SAMPLING["frequency_penalty"],
+                 seed: int | None = None, stop=(),
                  logprobs: int | None = None, stream: bool = False, ignore_eos: bool = False):
         """Continue `prompt` (a string, tokenized with add_bos=None, or token ids as given).
         ignore_eos keeps generating past end-of-generation tokens (as llama.cpp's --ignore-eos)."""

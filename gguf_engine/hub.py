@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 HF_PREFIX = "hf://"
 
@@ -45,17 +47,44 @@ def _cached_files(repo_id: str) -> list[str]:
     return sorted(str(p.relative_to(snap)) for p in snap.rglob("*") if p.is_file())
 
 
-def _not_cached(repo_id: str, filename: str) -> HubError:
-    return HubError(
-        f"{repo_id}/{filename} is not in the Hugging Face cache ({_cache_dir()}) and "
-        "HF_HUB_OFFLINE is set: download it once with network access "
-        f"(gguf-engine download hf://{repo_id}/{filename}) or unset HF_HUB_OFFLINE")
+def _unreachable() -> str | None:
+    """Why the hub cannot be reached, when its host name does not even resolve (no network):
+    huggingface_hub would retry for half a minute before saying so. None otherwise (with a
+    proxy, the proxy resolves names)."""
+    from huggingface_hub import constants
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    host = urlparse(constants.ENDPOINT).hostname
+    if not host:
+        return None
+    try:
+        socket.getaddrinfo(host, 443)
+    except (socket.gaierror, UnicodeError) as e:
+        return f"{host} cannot be resolved ({getattr(e, 'strerror', None) or e}): no network?"
+    return None
 
 
-def _match(repo_id: str, pattern: str) -> str:
+def _not_cached(repo_id: str, filename: str, why: str | None = None) -> HubError:
+    where = f"{repo_id}/{filename} is not in the Hugging Face cache ({_cache_dir()})"
+    if why is None:
+        return HubError(f"{where} and HF_HUB_OFFLINE is set: unset HF_HUB_OFFLINE to "
+                        "download it")
+    return HubError(f"{where} and cannot be downloaded: {why}; connect to the network, or use a "
+                    "local file path")
+
+
+def _cached_path(repo_id: str, filename: str) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(repo_id, filename, cache_dir=_cache_dir())
+    return Path(hit) if isinstance(hit, str) else None
+
+
+def _match(repo_id: str, pattern: str, local: bool, why: str | None = None) -> str:
     if not any(c in pattern for c in "*?["):
         return pattern
-    if _offline():
+    if local:
         files = _cached_files(repo_id)
     else:
         from huggingface_hub import HfApi
@@ -68,8 +97,9 @@ def _match(repo_id: str, pattern: str) -> str:
                 raise HubError(f"cannot list {repo_id}: {e.__class__.__name__}: {e}") from None
     matches = [f for f in files if fnmatch.fnmatch(f, pattern)]
     if not matches:
-        where = "in the local cache" if _offline() else "in the repository"
-        raise HubError(f"no file matching {pattern!r} {where} {repo_id}")
+        where = "in the local cache" if local else "in the repository"
+        raise HubError(f"no file matching {pattern!r} {where} {repo_id}"
+                       + (f" (the hub cannot be reached: {why})" if why else ""))
     return sorted(matches)[0]
 
 
@@ -78,14 +108,31 @@ def download(repo_id: str, filename: str) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    filename = _match(repo_id, filename)
+    offline = _offline()
+    why = None if offline else _unreachable()
+    filename = _match(repo_id, filename, local=offline or why is not None, why=why)
+    if why is not None:  # no network: the cache serves, or one clear line, never retries
+        hit = _cached_path(repo_id, filename)
+        if hit is None:
+            raise _not_cached(repo_id, filename, why)
+        return hit
     try:
         return Path(hf_hub_download(repo_id, filename, cache_dir=_cache_dir(),
-                                    local_files_only=_offline()))
+                                    local_files_only=offline))
     except LocalEntryNotFoundError:
         raise _not_cached(repo_id, filename) from None
     except Exception as e:
         raise HubError(f"cannot fetch {repo_id}/{filename}: {e.__class__.__name__}: {e}") from None
+
+
+def cached_gguf_files() -> list[tuple[str, Path]]:
+    """(owner/repo, path) of every .gguf file in the Hugging Face cache."""
+    root = _cache_dir()
+    out = []
+    for repo_dir in sorted(root.glob("models--*")) if root.is_dir() else []:
+        repo_id = repo_dir.name[len("models--"):].replace("--", "/", 1)
+        out += [(repo_id, p) for p in sorted(repo_dir.glob("snapshots/*/**/*.gguf"))]
+    return out
 
 
 def resolve_model(ref, hf_repo: str | None = None, hf_file: str | None = None) -> Path:

@@ -12,6 +12,7 @@ from gguf import GGML_QUANT_SIZES
 
 from .bandwidth import read_bandwidth
 from .kernels import SUPPORTED_TYPES, matvec
+from .progress import bar
 
 WEIGHT_BYTES = 288 << 20  # above 256 MB, so the last-level cache cannot hold the weights
 COLS = 4096
@@ -48,7 +49,7 @@ def run_kernel_bench(lm_head=None, repeats: int = 5, types=None, out=sys.stdout)
     buf = rng.integers(0, 256, size=WEIGHT_BYTES, dtype=np.uint8)
     buf.view(np.uint16)[:] &= 0x3BFF  # every aligned half finite and below 1
     rows = []
-    for t in sorted(types or SUPPORTED_TYPES, key=int):
+    for t in bar(sorted(types or SUPPORTED_TYPES, key=int), desc="matvec", unit=" types"):
         bs, ts = GGML_QUANT_SIZES[t]
         row_bytes = COLS // bs * ts
         n_rows = WEIGHT_BYTES // row_bytes

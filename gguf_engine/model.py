@@ -9,12 +9,12 @@ import numba
 import numpy as np
 
 from .config import Config
+from .defaults import DEFAULT_N_CTX
 from .gguf_file import GGUFFile
 from .kernels.cpu import activations, attention, norms, rope
 from .kv_cache import KVCache, available_memory
 from .weights import MATVEC_MAX_TOKENS, Weights, load_weights
 
-DEFAULT_N_CTX = 4096
 PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds the run buffers
 
 

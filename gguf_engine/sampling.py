@@ -8,17 +8,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .defaults import SAMPLING
+
 
 @dataclass(frozen=True)
 class SamplingParams:
-    temperature: float = 0.8  # 0: greedy (argmax)
-    top_k: int = 40  # 0: all tokens
-    top_p: float = 0.95  # in (0, 1]
-    min_p: float = 0.05  # in [0, 1]
-    repeat_penalty: float = 1.0  # > 0; 1: off
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    penalty_last_n: int = 64  # how many recent tokens the penalties look at
+    temperature: float = SAMPLING["temperature"]  # 0: greedy (argmax)
+    top_k: int = SAMPLING["top_k"]  # 0: all tokens
+    top_p: float = SAMPLING["top_p"]  # in (0, 1]
+    min_p: float = SAMPLING["min_p"]  # in [0, 1]
+    repeat_penalty: float = SAMPLING["repeat_penalty"]  # > 0; 1: off
+    presence_penalty: float = SAMPLING["presence_penalty"]
+    frequency_penalty: float = SAMPLING["frequency_penalty"]
+    penalty_last_n: int = SAMPLING["penalty_last_n"]  # how many recent tokens the penalties see
     seed: int | None = None
 
     def __post_init__(self):

@@ -5,9 +5,17 @@ block bytes directly; `dequantize` is bit-exact with gguf-py's `gguf.dequantize`
 write into a caller-owned `out` array.
 """
 
+import sys
+
 from .cpu import activations, attention, norms, rope
 from .quantized import dequantize, matmul, matvec
 from .registry import SUPPORTED_TYPES, UnsupportedTypeError
+
+# `kernels.norms` is kernels.cpu.norms; registering the short names makes
+# `import gguf_engine.kernels.norms` (and `from gguf_engine.kernels.norms import rmsnorm`) work
+# as the attribute does.
+for _module in (activations, attention, norms, rope):
+    sys.modules[f"{__name__}.{_module.__name__.rsplit('.', 1)[1]}"] = _module
 
 __all__ = [
     "SUPPORTED_TYPES",

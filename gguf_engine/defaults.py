@@ -1,0 +1,18 @@
+"""Defaults that more than one layer uses (the Python API, the command line, the model), kept
+here once. Importing this module costs nothing: the command line reads it before Numba loads."""
+
+# Context size when the caller gives none: min(this, the model's trained context length).
+DEFAULT_N_CTX = 4096
+
+# Sampling, as llama.cpp's CLI defaults them.
+SAMPLING = {
+    "max_tokens": 256,
+    "temperature": 0.8,  # 0: greedy
+    "top_k": 40,  # 0: every token
+    "top_p": 0.95,
+    "min_p": 0.05,
+    "repeat_penalty": 1.0,  # 1: off
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+    "penalty_last_n": 64,  # how many recent tokens the penalties look at
+}
