@@ -14,6 +14,7 @@ nothing of the engine, so a worker starts in about 0.1 s.
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -166,6 +167,8 @@ class _Worker:
         if self._proc is not None:
             self._proc.kill()
             self._proc.wait()
+            for pipe in (self._proc.stdin, self._proc.stdout):
+                pipe.close()
             self._proc = None
 
     def render(self, template: str, context: dict, max_chars: int, timeout: float) -> str:
@@ -197,6 +200,7 @@ class _Worker:
 
 
 _WORKER = _Worker()
+atexit.register(_WORKER._stop)
 
 
 def render(template: str, context: dict, *, max_chars: int = MAX_BUILT,
