@@ -20,7 +20,7 @@ import numpy as np
 # isort: on
 from gguf_engine.kernels import quantized, registry
 
-from gguf_engine import model as model_module
+from gguf_engine import backend_cpu as backend_module
 
 totals: dict[str, float] = collections.defaultdict(float)
 calls: collections.Counter = collections.Counter()
@@ -38,11 +38,11 @@ def timed(label, fn):
 
 
 def instrument(lm_head_rows: int) -> None:
-    for mod, names in ((model_module.norms, ["rmsnorm", "rmsnorm_kernel"]),
-                       (model_module.rope, ["rope", "rope_tables", "rope_rotate",
+    for mod, names in ((backend_module.norms, ["rmsnorm", "rmsnorm_kernel"]),
+                       (backend_module.rope, ["rope", "rope_tables", "rope_rotate",
                                             "rope_tables_kernel", "rope_rotate_kernel"]),
-                       (model_module.activations, ["gated", "gated_kernel"]),
-                       (model_module.attention, ["attention", "attention_matmul",
+                       (backend_module.activations, ["gated", "gated_kernel"]),
+                       (backend_module.attention, ["attention", "attention_matmul",
                                                  "attention_kernel",
                                                  "attention_matmul_unchecked"])):
         for name in names:

@@ -30,41 +30,33 @@ def load(model=None, *, n_ctx: int | None = None, n_threads: int | None = None,
     """Load a GGUF model and return a `Model`. `model` is a local path or `hf://owner/repo/file`
     (or pass hf_repo= and a filename glob as hf_file=); None loads the embedded default model,
     Gemma 3 270M Q4_K_M (the 'gemma' extra). n_ctx above the model's trained context length is
-    capped to it unless extend_context=True."""
-    import numba
-
+    capped to it unless extend_context=True. n_threads (default: all cores) is this model's
+    own: applied around its calls and restored after, never set for the process."""
     from .default_model import default_model_path
-    from .generation import Model
     from .hub import resolve_model
+    from .model import Model
 
     if device not in DEVICES:
         raise ValueError(f"invalid device {device!r} (choose from {', '.join(DEVICES)})")
     if device == "auto":  # only here, and for "cuda", is numba.cuda imported
-        from .cuda_model import cuda_available
+        from .backend_cuda import cuda_available
 
         device = "cuda" if cuda_available() else "cpu"
-    if n_threads is not None:
-        limit = numba.config.NUMBA_NUM_THREADS
-        if isinstance(n_threads, bool) or not isinstance(n_threads, int) or not (
-                1 <= n_threads <= limit):
-            raise ValueError(f"invalid n_threads={n_threads!r}: must be 1..{limit} "
-                             "(NUMBA_NUM_THREADS caps it)")
-        numba.set_num_threads(n_threads)
-        from threadpoolctl import threadpool_limits
+    if n_threads is not None and device == "cpu":
+        from .backend_cpu import CPUBackend
 
-        threadpool_limits(n_threads, user_api="blas")  # prefill's BLAS keeps to the same cores
-    if n_ctx is not None and (isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1):
-        raise ValueError(f"invalid n_ctx={n_ctx!r}: must be a positive integer")
+        CPUBackend(n_threads)  # checks the value before the file is read
     if model is None and not (hf_repo or hf_file):
         path = default_model_path()
     else:
         path = resolve_model(model, hf_repo, hf_file)
-    return Model(path, n_ctx=n_ctx, device=device, extend_context=extend_context)
+    return Model(path, n_ctx=n_ctx, device=device, extend_context=extend_context,
+                 n_threads=n_threads)
 
 
 def __getattr__(name):
     if name in ("Model", "GenerationResult", "Stream"):
-        from . import generation
+        from . import model
 
-        return getattr(generation, name)
+        return getattr(model, name)
     raise AttributeError(name)

@@ -1,5 +1,7 @@
-"""`gguf-engine bench`: llama-bench's tests (pp = prompt processing, tg = generation from an
-empty context) with warm-up and repetitions; tokenization and sampling are not timed."""
+"""The benchmarks, in one module: `gguf-engine bench` runs llama-bench's tests (pp = prompt
+processing, tg = generation from an empty context) with warm-up and repetitions, tokenization
+and sampling not timed; `gguf-engine bench --kernels` the GB/s of weight bytes each quantized
+matvec reads; both beside the machine's read bandwidth measured in the same run."""
 
 from __future__ import annotations
 
@@ -7,13 +9,45 @@ import csv
 import io
 import json
 import resource
+import sys
+import threading
 import time
 
 import numba
 import numpy as np
+from gguf import GGML_QUANT_SIZES
 
-from .bandwidth import read_bandwidth
+from .kernels import SUPPORTED_TYPES, matvec
 from .progress import bar
+
+GIB = 1 << 30
+
+
+def read_bandwidth(nbytes: int = GIB, repeats: int = 5) -> dict[str, float]:
+    """GB/s of `numpy.sum` over `nbytes` of float32 on one thread, and over two halves on two
+    threads at once (NumPy releases the GIL). Medians of `repeats` runs."""
+    a = np.ones(nbytes // 4, dtype=np.float32)
+    halves = np.array_split(a, 2)
+
+    def one():
+        t = time.perf_counter()
+        a.sum()
+        return time.perf_counter() - t
+
+    def two():
+        threads = [threading.Thread(target=h.sum) for h in halves]
+        t = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        return time.perf_counter() - t
+
+    one()
+    two()
+    t1 = float(np.median([one() for _ in range(repeats)]))
+    t2 = float(np.median([two() for _ in range(repeats)]))
+    return {"one_thread_gbs": a.nbytes / t1 / 1e9, "two_threads_gbs": a.nbytes / t2 / 1e9}
 
 
 def _peak_rss_bytes() -> int:
@@ -31,8 +65,7 @@ def _tokens(model, n: int, rng) -> list[int]:
 
 def _record(test, n_prompt, n_gen, seconds, n_tokens, extra) -> dict:
     ts = [n_tokens / s for s in seconds]
-    return {"test": test, "n_prompt": n_prompt, "n_gen": n_gen,
-            "n_threads": numba.get_num_threads(), "avg_ts": float(np.mean(ts)),
+    return {"test": test, "n_prompt": n_prompt, "n_gen": n_gen, "avg_ts": float(np.mean(ts)),
             "stddev_ts": float(np.std(ts, ddof=1)) if len(ts) > 1 else 0.0,
             "samples_ts": ts, "samples_s": seconds, **extra}
 
@@ -41,8 +74,8 @@ def run_bench(model, load_s: float, n_prompt: int, n_gen: int, repetitions: int)
     net = model.net
     rng = np.random.default_rng(0)
     common = {"model": model.file.path.name, "size_bytes": model.file.size,
-              "n_params": model.file.n_params, "backend": "CPU (Numba)",
-              "threading_layer": numba.threading_layer(), "load_s": load_s}
+              "n_params": model.file.n_params, "backend": _backend_name(net.backend),
+              "n_threads": getattr(net.backend, "n_threads", None), "load_s": load_s}
     records = []
     if n_prompt:
         if n_prompt > net.n_ctx:
@@ -77,8 +110,9 @@ def run_bench(model, load_s: float, n_prompt: int, n_gen: int, repetitions: int)
                                 "read_gbs": net.weights.decode_bytes * tg_ts / 1e9}))
     peak_rss = _peak_rss_bytes()  # before the bandwidth probe allocates its 1 GiB
     bw = read_bandwidth()
-    bandwidth = bw["one_thread_gbs"] if numba.get_num_threads() == 1 else bw["two_threads_gbs"]
+    bandwidth = bw["one_thread_gbs"] if common["n_threads"] == 1 else bw["two_threads_gbs"]
     for r in records:
+        r["threading_layer"] = numba.threading_layer()  # known once a parallel kernel ran
         r["bandwidth_gbs"] = bandwidth
         r["peak_rss_bytes"] = peak_rss
     return records
@@ -104,7 +138,76 @@ def format_records(records: list[dict], fmt: str) -> str:
     return "\n".join(lines)
 
 
-def header() -> str:
-    return (f"numba {numba.__version__}, threading layer {numba.threading_layer()}, "
-            f"{numba.get_num_threads()} threads")
+def _backend_name(backend) -> str:
+    return "CPU (Numba)" if backend.name == "cpu" else "CUDA (numba.cuda)"
 
+
+def header(model) -> str:
+    threads = getattr(model.net.backend, "n_threads", None)
+    return (f"numba {numba.__version__}, threading layer {numba.threading_layer()}, "
+            f"{threads} threads, backend {_backend_name(model.net.backend)}")
+
+
+# -- kernels ------------------------------------------------------------------------
+WEIGHT_BYTES = 288 << 20  # above 256 MB, so the last-level cache cannot hold the weights
+COLS = 4096
+
+
+def _median_seconds(fn, repeats):
+    fn()  # compile or load from cache, and warm up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def bench_matvec(data: np.ndarray, ggml_type, shape, repeats: int) -> dict:
+    x = np.random.default_rng(0).standard_normal(shape[1]).astype(np.float32)
+    out = np.empty(shape[0], dtype=np.float32)
+    s = _median_seconds(lambda: matvec(data, ggml_type, shape, x, out), repeats)
+    return {
+        "type": ggml_type.name,
+        "shape": list(shape),
+        "mbytes": data.size / 1e6,
+        "ms": s * 1e3,
+        "gbs": data.size / s / 1e9,
+    }
+
+
+def run_kernel_bench(lm_head=None, repeats: int = 5, types=None, out=sys.stdout) -> dict:
+    """Benchmark every supported type on one > 256 MB random weight buffer (fp16 fields kept
+    finite and normal), plus `lm_head` (a TensorInfo) if given. Returns the figures."""
+    bw = read_bandwidth()
+    rng = np.random.default_rng(0)
+    buf = rng.integers(0, 256, size=WEIGHT_BYTES, dtype=np.uint8)
+    buf.view(np.uint16)[:] &= 0x3BFF  # every aligned half finite and below 1
+    rows = []
+    for t in bar(sorted(types or SUPPORTED_TYPES, key=int), desc="matvec", unit=" types"):
+        bs, ts = GGML_QUANT_SIZES[t]
+        row_bytes = COLS // bs * ts
+        n_rows = WEIGHT_BYTES // row_bytes
+        rows.append(bench_matvec(buf[: n_rows * row_bytes], t, (n_rows, COLS), repeats))
+    if lm_head is not None:
+        r = bench_matvec(lm_head.data, lm_head.ggml_type, lm_head.shape, repeats)
+        r["type"] = f"{lm_head.ggml_type.name} ({lm_head.name})"
+        rows.append(r)
+    two = bw["two_threads_gbs"]
+    print(
+        f"threads: {numba.get_num_threads()}  threading layer: {numba.threading_layer()}", file=out
+    )
+    print(
+        f"read bandwidth (numpy.sum, 1 GiB): 1 thread {bw['one_thread_gbs']:.1f} GB/s, "
+        f"2 threads {two:.1f} GB/s",
+        file=out,
+    )
+    print("| type | shape | MB | ms | GB/s | % of 2-thread bandwidth |", file=out)
+    print("|---|---|---:|---:|---:|---:|", file=out)
+    for r in rows:
+        print(
+            f"| {r['type']} | {r['shape'][0]}x{r['shape'][1]} | {r['mbytes']:.0f} | "
+            f"{r['ms']:.2f} | {r['gbs']:.2f} | {100 * r['gbs'] / two:.0f}% |",
+            file=out,
+        )
+    return {"bandwidth": bw, "matvec": rows}

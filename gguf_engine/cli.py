@@ -230,7 +230,7 @@ def _cmd_bench(args):
     from .gguf_file import GGUFFile
 
     if args.kernels:
-        from .kernel_bench import run_kernel_bench
+        from .bench import run_kernel_bench
 
         lm_head = None
         path = None
@@ -256,7 +256,7 @@ def _cmd_bench(args):
     model = _load(args)
     load_s = time.perf_counter() - t0
     records = run_bench(model, load_s, args.n_prompt, args.n_gen, args.repetitions)
-    print(header(), file=sys.stdout if args.output == "md" else sys.stderr)
+    print(header(model), file=sys.stdout if args.output == "md" else sys.stderr)
     print(format_records(records, args.output))
 
 

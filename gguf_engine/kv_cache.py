@@ -24,10 +24,13 @@ def available_memory() -> int | None:
 
 
 class KVCache:
-    def __init__(self, n_layers: int, n_kv_heads: int, n_ctx: int, head_dim: int):
+    """K and V of every layer for the whole context, on the device whose `zeros` made them."""
+
+    def __init__(self, n_layers: int, n_kv_heads: int, n_ctx: int, head_dim: int, zeros=None):
+        zeros = zeros or (lambda shape: np.zeros(shape, np.float32))
         self.n_ctx = n_ctx
-        self.k = np.zeros((n_layers, n_kv_heads, n_ctx, head_dim), np.float32)  # (L, KVH, n_ctx, D)
-        self.v = np.zeros((n_layers, n_kv_heads, n_ctx, head_dim), np.float32)  # (L, KVH, n_ctx, D)
+        self.k = zeros((n_layers, n_kv_heads, n_ctx, head_dim))  # (L, KVH, n_ctx, D)
+        self.v = zeros((n_layers, n_kv_heads, n_ctx, head_dim))  # (L, KVH, n_ctx, D)
         self.tokens: list[int] = []  # the tokens whose keys and values are in the cache, in order
 
     @staticmethod
@@ -38,12 +41,6 @@ class KVCache:
     @property
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
-
-    def store(self, layer: int, pos0: int, k: np.ndarray, v: np.ndarray) -> None:
-        """k, v (n_tokens, KVH, D) for positions pos0 .. pos0 + n_tokens - 1."""
-        n = k.shape[0]
-        self.k[layer, :, pos0 : pos0 + n] = k.transpose(1, 0, 2)
-        self.v[layer, :, pos0 : pos0 + n] = v.transpose(1, 0, 2)
 
     def common_prefix(self, tokens) -> int:
         n = 0

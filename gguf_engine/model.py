@@ -1,218 +1,330 @@
-"""The transformer: prefill and decode over preallocated buffers and a KV cache."""
+"""The user-facing model: tokenize, logits, generate (whole or streamed) and chat."""
 
 from __future__ import annotations
 
-import math
-import warnings
+import threading
+import time
+from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 
-from .config import Config
-from .defaults import DEFAULT_N_CTX
+from .backend_cpu import CPUBackend
+from .chat import GEMMA_TEMPLATE, ChatTemplateError, RenderedPromptTooLong, render
+from .defaults import SAMPLING
 from .gguf_file import GGUFFile
-from .kernels.cpu import activations, attention, norms, rope
-from .kv_cache import KVCache, available_memory
-from .weights import MATVEC_MAX_TOKENS, Weights, load_weights
-
-PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds the run buffers
+from .sampling import Sampler, SamplingParams, log_softmax
+from .tokenizer import GGUFTokenizer
+from .transformer import ContextOverflowError, Transformer
 
 
-class ContextOverflowError(ValueError):
-    """More tokens than the context holds."""
+@dataclass
+class Timings:
+    prompt_tokens: int = 0  # tokens evaluated for the prompt (cached ones excluded)
+    prompt_s: float = 0.0
+    generated_tokens: int = 0
+    generation_s: float = 0.0
+
+    @property
+    def prompt_tps(self) -> float:
+        return self.prompt_tokens / self.prompt_s if self.prompt_s else 0.0
+
+    @property
+    def generation_tps(self) -> float:
+        return self.generated_tokens / self.generation_s if self.generation_s else 0.0
 
 
-class NonFiniteLogitsError(RuntimeError):
-    """The network produced NaN or infinite logits (corrupt weights, usually)."""
+@dataclass
+class GenerationResult:
+    text: str
+    tokens: list[int]  # generated ids (an end-of-generation token is not included)
+    finish_reason: str  # "stop" (a stop string), "length" (max_tokens or context full), "eos"
+    prompt_tokens: list[int]
+    logprobs: list[dict] | None = None  # with logprobs=k: per token, OpenAI style
+    timings: Timings = field(default_factory=Timings)
 
 
-class ContextMemoryError(ValueError):
-    """The KV cache of the requested context does not fit the memory available."""
+class StreamInvalidatedError(RuntimeError):
+    """A stream was left open while the same thread made another call on its model."""
 
 
-def context_size(cfg: Config, n_ctx: int | None, extend: bool = False) -> int:
-    """n_ctx, or min(DEFAULT_N_CTX, the model's context length) when None. More than the model
-    was trained for is capped to that (with a warning) unless `extend` asks for it."""
-    if n_ctx is None:
-        return min(DEFAULT_N_CTX, cfg.context_length)
-    if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1:
-        raise ValueError(f"invalid n_ctx={n_ctx!r}: must be a positive integer")
-    if n_ctx > cfg.context_length and not extend:
-        warnings.warn(f"n_ctx={n_ctx} is more than the {cfg.context_length} tokens the model was "
-                      f"trained for: using {cfg.context_length} (extend_context=True, or "
-                      "--extend-context, keeps the larger context)", stacklevel=3)
-        return cfg.context_length
-    return n_ctx
+class _Hold:
+    """One call's exclusive use of a model: its thread, and whether a later call of the same
+    thread took the model over while this one (a suspended stream) was still open."""
+
+    def __init__(self):
+        self.thread = threading.get_ident()
+        self.invalidated = False
 
 
-def check_cache_memory(cfg: Config, n_ctx: int) -> None:
-    """A clear error instead of an allocation that fails or swaps: the KV cache must fit in
-    the memory available now."""
-    need = KVCache.bytes_for(cfg.n_layers, cfg.n_kv_heads, n_ctx, cfg.head_dim)
-    have = available_memory()
-    if have is not None and need > have:
-        raise ContextMemoryError(
-            f"a context of {n_ctx} tokens needs {need / 2**30:.1f} GiB of KV cache, but only "
-            f"{have / 2**30:.1f} GiB of memory is available: lower n_ctx (-c)")
+class Stream:
+    """An iterator of text pieces; `.result` holds the GenerationResult once exhausted."""
+
+    def __init__(self, gen):
+        self._gen = gen
+        self.result: GenerationResult | None = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._gen)
+        except StopIteration as stop:
+            self.result = stop.value
+            raise
 
 
-class RunState:
-    """Activations for up to `n` tokens at once, allocated once."""
-
-    def __init__(self, cfg: Config, n: int, n_ctx: int):
-        E, F = cfg.n_embd, cfg.n_ff
-        self.n = n
-        self.x = np.zeros((n, E), np.float32)  # (n, E) residual stream
-        self.xn = np.zeros((n, E), np.float32)  # (n, E) normalized input of a sublayer
-        self.qkv = np.zeros((n, cfg.q_dim + 2 * cfg.kv_dim), np.float32)  # (n, q_dim + 2 kv_dim)
-        self.att = np.zeros((n, cfg.q_dim), np.float32)  # (n, q_dim) attention output
-        self.proj = np.zeros((n, E), np.float32)  # (n, E) sublayer output
-        self.gate_up = np.zeros((n, 2 * F), np.float32)  # (n, 2F) [gate | up]
-        self.act = np.zeros((n, F), np.float32)  # (n, F)
-        self.positions = np.zeros(n, np.int64)  # (n,)
-        self.steps = np.arange(n, dtype=np.int64)  # (n,) 0..n-1, to make positions from
-        self.ids = np.zeros(n, np.int64)  # (n,) token ids of the chunk
-        self.q = np.zeros((n, cfg.n_heads, cfg.head_dim), np.float32)  # (n, H, D) rotated q
-        self.k = np.zeros((n, cfg.n_kv_heads, cfg.head_dim), np.float32)  # (n, KVH, D) rotated k
-        # (2, n, n_rot // 2) RoPE cosines and sines of the chunk's positions: global layers'
-        # frequencies at [0], sliding-window layers' at [1]
-        self.rope_cos = np.zeros((2, n, cfg.n_rot // 2), np.float32)
-        self.rope_sin = np.zeros((2, n, cfg.n_rot // 2), np.float32)
-        self.scores = np.zeros((4 * numba.config.NUMBA_NUM_THREADS, n_ctx), np.float32)
-        self.logits = np.zeros((1, cfg.n_vocab), np.float32)  # (1, V) last position's logits
-        self.scratch = np.zeros(1 << 19, np.float32)  # dequantized weight tiles for prefill
+def _stop_prefix_len(text: str, stops) -> int:
+    """Length of the longest end of `text` that could begin a stop string."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best
 
 
-class Transformer:
-    """The network of a GGUF file with its own context (KV cache): logits from tokens."""
+class Model:
+    """A GGUF model loaded for inference (see `gguf_engine.load`)."""
 
-    def __init__(self, f: GGUFFile, n_ctx: int | None = None, extend_context: bool = False):
-        self.file = f
-        self.config = cfg = Config.from_gguf(f)
-        self.weights: Weights = load_weights(f, cfg)
-        self.n_ctx = context_size(cfg, n_ctx, extend_context)
-        check_cache_memory(cfg, self.n_ctx)
-        self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, self.n_ctx, cfg.head_dim)
-        self.chunk = min(PREFILL_CHUNK, self.n_ctx)  # tokens per forward pass at most
-        self.state = RunState(cfg, self.chunk, self.n_ctx)
-        ff = self.weights.rope_freqs
-        # (n_rot // 2,) float64 per layer kind: RoPE frequencies of global and sliding layers
-        self._inv_freq = rope.inv_frequencies(cfg.n_rot, cfg.rope_base, ff) * cfg.rope_scale
-        self._inv_freq_swa = rope.inv_frequencies(cfg.n_rot, cfg.rope_base_swa, ff)
-        self._embd_scale = np.float32(math.sqrt(cfg.n_embd)) if cfg.spec.embd_scale_sqrt else None
+    def __init__(self, path, *, n_ctx: int | None = None, device: str = "cpu",
+                 extend_context: bool = False, n_threads: int | None = None):
+        self.file = GGUFFile(path)
+        self.device = device
+        if device == "cuda":
+            from .backend_cuda import CudaBackend
 
-    # -- the forward pass ---------------------------------------------------------------
-    def forward(self, tokens, pos0: int, all_logits: bool = False) -> np.ndarray:
-        """Run `tokens` at positions pos0.. (their KV goes into the cache) and return logits:
-        (n, V) for every token with all_logits, else (1, V) for the last one (a view of a buffer
-        that the next call overwrites)."""
-        tokens = np.asarray(tokens, dtype=np.int64)
-        n = len(tokens)
-        if n == 0:
-            raise ValueError("no tokens to evaluate")
-        if pos0 + n > self.n_ctx:
-            raise ContextOverflowError(f"{pos0 + n} tokens do not fit the context of "
-                                       f"{self.n_ctx} (n_ctx)")
-        if tokens.min() < 0 or tokens.max() >= self.config.n_vocab:
-            raise ValueError(f"token ids must be in 0..{self.config.n_vocab - 1}")
-        del self.cache.tokens[pos0:]
-        chunks = []
-        threads = numba.get_num_threads()
-        for c0 in range(0, n, self.chunk):
-            chunk = tokens[c0 : c0 + self.chunk]
-            last = c0 + len(chunk) == n
-            # A batch spends most of its time in BLAS, whose threads use every core; Numba's
-            # worker threads spinning between its kernels would take cores from it (pp512
-            # here: 380 tok/s that way, 550 with Numba's share of the batch on one thread).
-            numba.set_num_threads(1 if len(chunk) > MATVEC_MAX_TOKENS else threads)
-            try:
-                out = self._forward_chunk(chunk, pos0 + c0, all_logits, last)
-            finally:
-                numba.set_num_threads(threads)
-            if all_logits:
-                chunks.append(out)
-            self.cache.tokens.extend(int(t) for t in chunk)
-        logits = np.concatenate(chunks) if all_logits else out
-        # one sum (tens of microseconds for 262k logits) is NaN or infinite if any value is:
-        # sampling would otherwise pick token 0 at temperature 0 and say nothing
-        if not np.isfinite(logits.sum(dtype=np.float64)):
-            del self.cache.tokens[pos0:]
-            raise NonFiniteLogitsError(
-                f"{self.file.path}: the model produced non-finite logits (NaN or infinity) at "
-                f"positions {pos0}..{pos0 + n - 1}; its weights may be corrupt")
-        return logits
+            backend = CudaBackend()
+        else:
+            backend = CPUBackend(n_threads)
+        self.net = Transformer(self.file, n_ctx=n_ctx, extend_context=extend_context,
+                               backend=backend)
+        self.tokenizer = GGUFTokenizer(self.file)
+        self.config = self.net.config
+        # One call at a time owns the network's cache and buffers: callers from other threads
+        # wait their turn; a stream holds the model from its first read to its end.
+        self._turn = threading.Condition()
+        self._holder: _Hold | None = None
 
-    def _forward_chunk(self, tokens, pos0, all_logits, last):
-        cfg, w, s, cache = self.config, self.weights, self.state, self.cache
-        n = len(tokens)
-        H, KVH, D = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        x, xn, proj = s.x[:n], s.xn[:n], s.proj[:n]
-        qkv, att, gate_up, act = s.qkv[:n], s.att[:n], s.gate_up[:n], s.act[:n]
-        q = qkv[:, : cfg.q_dim].reshape(n, H, D)
-        k = qkv[:, cfg.q_dim : cfg.q_dim + cfg.kv_dim].reshape(n, KVH, D)
-        v = qkv[:, cfg.q_dim + cfg.kv_dim :].reshape(n, KVH, D)
-        qc, kc = s.q[:n], s.k[:n]  # contiguous copies that RoPE rotates in place
-        positions = s.positions[:n]
-        np.add(s.steps[:n], pos0, out=positions)
-        ids = s.ids[:n]
-        ids[:] = tokens
-        kinds = 2 if cfg.swa_layers else 1
-        for kind, inv in enumerate((self._inv_freq, self._inv_freq_swa)[:kinds]):
-            rope.rope_tables_kernel(positions, inv, s.rope_cos[kind, :n], s.rope_sin[kind, :n])
-        w.token_embd.rows_of(ids, x)
-        if self._embd_scale is not None:
-            x *= self._embd_scale
-        for i, lw in enumerate(w.layers):
-            swa = bool(cfg.swa_layers) and cfg.swa_layers[i]
-            norms.rmsnorm_kernel(x, lw.attn_norm, cfg.norm_eps, xn)
-            if lw.wqkv is not None:
-                lw.wqkv(xn, qkv, s.scratch)
+    # -- exclusive use -----------------------------------------------------------------
+    def _acquire(self) -> _Hold:
+        me = threading.get_ident()
+        with self._turn:
+            while self._holder is not None:
+                if self._holder.thread == me:
+                    # this thread is running, so its holder is a stream it left suspended:
+                    # waiting would deadlock; the stream loses the model instead
+                    self._holder.invalidated = True
+                    break
+                self._turn.wait()
+            self._holder = hold = _Hold()
+            return hold
+
+    def _release(self, hold: _Hold) -> None:
+        with self._turn:
+            if self._holder is hold:
+                self._holder = None
+                self._turn.notify_all()
+
+    def _exclusive(self, gen):
+        """`gen` run while holding the model; its pieces passed on, its return value returned."""
+        hold = self._acquire()
+        try:
+            while True:
+                if hold.invalidated:
+                    raise StreamInvalidatedError(
+                        "this stream was invalidated: the same thread started another call on "
+                        "the model while the stream was open (finish or close a stream first)")
+                try:
+                    piece = next(gen)
+                except StopIteration as stop:
+                    return stop.value
+                yield piece
+        finally:
+            gen.close()
+            self._release(hold)
+
+    @property
+    def n_ctx(self) -> int:
+        return self.net.n_ctx
+
+    @property
+    def n_vocab(self) -> int:
+        return self.config.n_vocab
+
+    # -- tokens ------------------------------------------------------------------------
+    def tokenize(self, text: str, add_bos: bool | None = None, special: bool = False) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        tk = self.tokenizer
+        return tk.encode(text, tk.add_bos if add_bos is None else add_bos,
+                         tk.add_eos and add_bos is None, special)
+
+    def detokenize(self, ids) -> str:
+        return self.tokenizer.decode(ids)
+
+    def logits(self, tokens) -> np.ndarray:
+        """float32 (len(tokens), n_vocab): logits at every position, from an empty context."""
+        tokens = self._check_tokens(tokens)
+        hold = self._acquire()
+        try:
+            return self.net.forward(tokens, 0, all_logits=True)
+        finally:
+            self._release(hold)
+
+    def _check_tokens(self, tokens) -> list[int]:
+        tokens = [int(t) for t in tokens]
+        if not tokens:
+            raise ValueError("the prompt is empty")
+        bad = [t for t in tokens if not 0 <= t < self.n_vocab]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{self.n_vocab - 1})")
+        if len(tokens) > self.n_ctx:
+            raise ContextOverflowError(f"the prompt has {len(tokens)} tokens but the context "
+                                       f"holds {self.n_ctx} (n_ctx)")
+        return tokens
+
+    # -- generation --------------------------------------------------------------------
+    def generate(self, prompt, max_tokens: int | None = SAMPLING["max_tokens"],
+                 temperature: float = SAMPLING["temperature"], top_k: int = SAMPLING["top_k"],
+                 top_p: float = SAMPLING["top_p"], min_p: float = SAMPLING["min_p"],
+                 repeat_penalty: float = SAMPLING["repeat_penalty"],
+                 presence_penalty: float = SAMPLING["presence_penalty"],
+                 frequency_penalty: float = SAMPLING["frequency_penalty"],
+                 seed: int | None = None, stop=(),
+                 logprobs: int | None = None, stream: bool = False, ignore_eos: bool = False):
+        """Continue `prompt` (a string, tokenized with add_bos=None, or token ids as given).
+        ignore_eos keeps generating past end-of-generation tokens (as llama.cpp's --ignore-eos)."""
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError("the prompt is empty")
+            tokens = self.tokenize(prompt)
+        else:
+            tokens = prompt
+        tokens = self._check_tokens(tokens)
+        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,
+                                frequency_penalty=frequency_penalty, seed=seed)
+        stops = [stop] if isinstance(stop, str) else list(stop or ())
+        if any(not isinstance(s, str) or not s for s in stops):
+            raise ValueError("stop must be a string or a list of non-empty strings")
+        if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int)
+                                     or logprobs < 0):
+            raise ValueError(f"invalid logprobs={logprobs!r}: must be an integer >= 0 or None")
+        if max_tokens is None or max_tokens <= 0:
+            max_tokens = self.n_ctx
+        gen = self._exclusive(self._generate(tokens, int(max_tokens), Sampler(params), stops,
+                                             logprobs, frozenset() if ignore_eos
+                                             else self.tokenizer.eog_ids))
+        return Stream(gen) if stream else _drain(gen)
+
+    def _generate(self, prompt, max_tokens, sampler, stops, n_logprobs, eog_ids):
+        net, tk = self.net, self.tokenizer
+        timings = Timings()
+        t0 = time.perf_counter()
+        start = net.cache.common_prefix(prompt)
+        start = min(start, len(prompt) - 1)  # the last prompt token is run for its logits
+        logits = net.forward(prompt[start:], start)[0]
+        timings.prompt_tokens = len(prompt) - start
+        timings.prompt_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        history = list(prompt)
+        out_tokens: list[int] = []
+        out_logprobs: list[dict] | None = [] if n_logprobs is not None else None
+        decoder = tk.stream_decoder()
+        text = ""  # everything emitted so far
+        held = ""  # decoded text held back: it may be the start of a stop string
+        finish = "length"
+        while len(out_tokens) < max_tokens:
+            token = sampler.sample(logits, history)
+            if token in eog_ids:
+                finish = "eos"
+                break
+            if out_logprobs is not None:
+                out_logprobs.append(self._logprob_entry(logits, token, n_logprobs))
+            out_tokens.append(token)
+            history.append(token)
+            held += decoder.push(token)
+            if stops:
+                hit = min((i for i in (held.find(s) for s in stops) if i >= 0), default=-1)
+                if hit >= 0:
+                    piece, held = held[:hit], ""
+                    text += piece
+                    if piece:
+                        yield piece
+                    finish = "stop"
+                    break
+                keep = _stop_prefix_len(held, stops)
+                piece, held = held[: len(held) - keep], held[len(held) - keep :]
             else:
-                self._into(lw.wq, xn, qkv, 0, cfg.q_dim)
-                self._into(lw.wk, xn, qkv, cfg.q_dim, cfg.kv_dim)
-                self._into(lw.wv, xn, qkv, cfg.q_dim + cfg.kv_dim, cfg.kv_dim)
-            np.copyto(qc, q)
-            np.copyto(kc, k)
-            if lw.q_norm is not None:
-                qf, kf = qc.reshape(n * H, D), kc.reshape(n * KVH, D)
-                norms.rmsnorm_kernel(qf, lw.q_norm, cfg.norm_eps, qf)
-                norms.rmsnorm_kernel(kf, lw.k_norm, cfg.norm_eps, kf)
-            cos, sin = s.rope_cos[int(swa), :n], s.rope_sin[int(swa), :n]
-            rope.rope_rotate_kernel(qc, cos, sin, cfg.spec.rope_neox)
-            rope.rope_rotate_kernel(kc, cos, sin, cfg.spec.rope_neox)
-            cache.store(i, pos0, kc, v)
-            attn = att.reshape(n, H, D)
-            window = cfg.sliding_window if swa else 0
-            if n > MATVEC_MAX_TOKENS:
-                attention.attention_matmul_unchecked(qc, cache.k[i], cache.v[i], pos0, window,
-                                           np.float32(cfg.attn_scale), attn)
-            else:
-                attention.attention_kernel(qc, cache.k[i], cache.v[i], pos0, window,
-                                    np.float32(cfg.attn_scale), s.scores, attn)
-            lw.wo(att, proj, s.scratch)
-            if lw.post_attn_norm is not None:
-                norms.rmsnorm_kernel(proj, lw.post_attn_norm, cfg.norm_eps, proj)
-            x += proj
-            norms.rmsnorm_kernel(x, lw.ffn_norm, cfg.norm_eps, xn)
-            if lw.w_gate is not None:
-                self._into(lw.w_gate, xn, gate_up, 0, cfg.n_ff)
-                self._into(lw.w_up, xn, gate_up, cfg.n_ff, cfg.n_ff)
-            else:
-                lw.w_up(xn, gate_up, s.scratch)
-            activations.gated_kernel(gate_up, act, cfg.spec.gelu)
-            lw.w_down(act, proj, s.scratch)
-            if lw.post_ffn_norm is not None:
-                norms.rmsnorm_kernel(proj, lw.post_ffn_norm, cfg.norm_eps, proj)
-            x += proj
-        if all_logits:
-            norms.rmsnorm_kernel(x, w.output_norm, cfg.norm_eps, xn)
-            out = np.empty((n, cfg.n_vocab), np.float32)
-            return w.output(xn, out, s.scratch)
-        if not last:
-            return None
-        norms.rmsnorm_kernel(x[n - 1 : n], w.output_norm, cfg.norm_eps, xn[:1])
-        return w.output(xn[:1], s.logits, s.scratch)
+                piece, held = held, ""
+            if piece:
+                text += piece
+                yield piece
+            if len(out_tokens) >= max_tokens or len(history) >= net.n_ctx:
+                break  # finish stays "length"
+            logits = net.forward([token], len(history) - 1)[0]
+        if finish != "stop":
+            piece = held + decoder.flush()
+            if piece:
+                text += piece
+                yield piece
+        timings.generated_tokens = len(out_tokens)
+        timings.generation_s = time.perf_counter() - t1
+        return GenerationResult(text=text, tokens=out_tokens, finish_reason=finish,
+                                prompt_tokens=list(prompt), logprobs=out_logprobs,
+                                timings=timings)
 
-    def _into(self, lin, X, buf, c0, width):
-        """lin(X) into columns c0:c0 + width of buf (n, *)."""
-        lin(X, buf[:, c0 : c0 + width], self.state.scratch)
+    def _logprob_entry(self, logits, token, k) -> dict:
+        lp = log_softmax(logits)
+        entry = {"id": token, "token": self._piece_text(token), "logprob": float(lp[token]),
+                 "top_logprobs": []}
+        if k:
+            top = np.argpartition(-lp, min(k, len(lp) - 1))[:k]
+            top = top[np.argsort(-lp[top], kind="stable")]
+            entry["top_logprobs"] = [{"id": int(i), "token": self._piece_text(int(i)),
+                                      "logprob": float(lp[i])} for i in top]
+        return entry
+
+    def _piece_text(self, token: int) -> str:
+        return self.tokenizer.piece(token).decode("utf-8", errors="replace")
+
+    # -- chat --------------------------------------------------------------------------
+    def chat_prompt(self, messages, chat_template: str | None = None) -> list[int]:
+        """The token ids of `messages` rendered with the chat template, ready to generate."""
+        tk = self.tokenizer
+        template = chat_template or self.file.get("tokenizer.chat_template")
+        if template is None:
+            if self.config.spec.name != "gemma3":
+                raise ChatTemplateError(f"{self.file.path} has no chat template; pass "
+                                        "chat_template= (a Jinja2 string)")
+            template = GEMMA_TEMPLATE
+        bos = tk.tokens[tk.bos_id] if tk.bos_id is not None else ""
+        eos = tk.tokens[tk.eos_id] if tk.eos_id is not None else ""
+        # no token covers more than max_piece_chars characters, so a longer text cannot fit
+        # the context whatever it holds: refused before it is tokenized
+        limit = self.n_ctx * tk.max_piece_chars
+        try:
+            text = render(template, messages, bos_token=bos, eos_token=eos, max_chars=limit)
+        except RenderedPromptTooLong:
+            raise ContextOverflowError(f"the rendered chat prompt is longer than the context "
+                                       f"of {self.n_ctx} tokens (n_ctx) can hold") from None
+        ids = self.tokenize(text, add_bos=False, special=True)
+        if tk.add_bos and tk.bos_id is not None and (not ids or ids[0] != tk.bos_id):
+            ids.insert(0, tk.bos_id)
+        return ids
+
+    def chat(self, messages, chat_template: str | None = None, **sampling):
+        """Reply to `messages` ([{"role": ..., "content": ...}]); same result and streaming forms
+        as `generate`."""
+        return self.generate(self.chat_prompt(messages, chat_template), **sampling)
+
+
+def _drain(gen) -> GenerationResult:
+    """Run a generator to its end and return its return value."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value

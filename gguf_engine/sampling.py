@@ -52,6 +52,64 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - math.log(float(np.exp(z).sum()))
 
 
+def apply_penalties(logits: np.ndarray, history: list[int], p: SamplingParams) -> np.ndarray:
+    """llama.cpp's penalties over the last penalty_last_n tokens of `history`: positive logits
+    divided by repeat_penalty, negative ones multiplied; then minus count * frequency_penalty
+    and presence_penalty. A copy; `logits` itself when no penalty is on."""
+    if not history or (p.repeat_penalty == 1.0 and p.presence_penalty == 0.0
+                       and p.frequency_penalty == 0.0):
+        return logits
+    logits = logits.copy()
+    counts = Counter(history[-p.penalty_last_n :] if p.penalty_last_n > 0 else history)
+    ids = np.fromiter(counts.keys(), dtype=np.int64)
+    n = np.fromiter(counts.values(), dtype=np.float64)
+    v = logits[ids]
+    v = np.where(v > 0, v / p.repeat_penalty, v * p.repeat_penalty)
+    v = v - n * p.frequency_penalty - p.presence_penalty
+    logits[ids] = v
+    return logits
+
+
+# The filters take candidates best first: ids (n,) and their logits z (n,) float64, and return
+# the ones they keep, in the same order. Probabilities are softmax(z) at temperature 1, as
+# llama.cpp's chain applies top-k, top-p and min-p before the temperature.
+def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best tokens of the whole vocabulary (all with k = 0), best first (ties: lower id)."""
+    n = logits.shape[0]
+    ids = np.argpartition(-logits, k - 1)[:k] if 0 < k < n else np.arange(n)
+    ids = ids[np.lexsort((ids, -logits[ids]))]
+    return ids, logits[ids].astype(np.float64)
+
+
+def _probs(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z[0])
+    return e / e.sum()
+
+
+def top_p(ids, z, p: float):
+    """The fewest best tokens whose probabilities sum to at least p."""
+    if p >= 1.0:
+        return ids, z
+    keep = int(np.searchsorted(np.cumsum(_probs(z)), p) + 1)
+    return ids[:keep], z[:keep]
+
+
+def min_p(ids, z, p: float):
+    """The tokens whose probability is at least p times the best one's."""
+    if p <= 0.0:
+        return ids, z
+    keep = max(1, int(np.count_nonzero(_probs(z) >= p * _probs(z)[0])))
+    return ids[:keep], z[:keep]
+
+
+def distribution(logits: np.ndarray, history: list[int], p: SamplingParams):
+    """(ids, probabilities) that sampling draws from: penalties, top-k, top-p, min-p, then
+    the temperature (> 0)."""
+    ids, z = top_k(apply_penalties(logits, history, p), p.top_k)
+    ids, z = min_p(*top_p(ids, z, p.top_p), p.min_p)
+    return ids, _probs(z / p.temperature)
+
+
 class Sampler:
     """Built once per generation from its parameters; `sample` picks one token."""
 
@@ -59,43 +117,9 @@ class Sampler:
         self.p = params
         self.rng = np.random.default_rng(params.seed)
 
-    def apply_penalties(self, logits: np.ndarray, history: list[int]) -> np.ndarray:
-        p = self.p
-        if not history or (p.repeat_penalty == 1.0 and p.presence_penalty == 0.0
-                           and p.frequency_penalty == 0.0):
-            return logits
-        logits = logits.copy()
-        counts = Counter(history[-p.penalty_last_n :] if p.penalty_last_n > 0 else history)
-        ids = np.fromiter(counts.keys(), dtype=np.int64)
-        n = np.fromiter(counts.values(), dtype=np.float64)
-        v = logits[ids]
-        # llama.cpp: divide positive logits by the penalty, multiply negative ones
-        v = np.where(v > 0, v / p.repeat_penalty, v * p.repeat_penalty)
-        v = v - n * p.frequency_penalty - p.presence_penalty
-        logits[ids] = v
-        return logits
-
     def sample(self, logits: np.ndarray, history: list[int]) -> int:
         """logits (n_vocab,) float32 -> a token id."""
-        p = self.p
-        logits = self.apply_penalties(logits, history)
-        if p.temperature == 0:
-            return int(np.argmax(logits))
-        n = logits.shape[0]
-        if 0 < p.top_k < n:
-            cand = np.argpartition(-logits, p.top_k - 1)[: p.top_k]
-        else:
-            cand = np.arange(n)
-        cand = cand[np.argsort(-logits[cand], kind="stable")]  # best first
-        z = logits[cand].astype(np.float64)
-        probs = np.exp(z - z[0])
-        probs /= probs.sum()
-        if p.top_p < 1.0:
-            keep = int(np.searchsorted(np.cumsum(probs), p.top_p) + 1)
-            cand, z, probs = cand[:keep], z[:keep], probs[:keep]
-        if p.min_p > 0.0:
-            keep = max(1, int(np.count_nonzero(probs >= p.min_p * probs[0])))
-            cand, z = cand[:keep], z[:keep]
-        z = (z - z[0]) / p.temperature
-        w = np.exp(z)
-        return int(cand[self.rng.choice(len(cand), p=w / w.sum())])
+        if self.p.temperature == 0:
+            return int(np.argmax(apply_penalties(logits, history, self.p)))
+        ids, probs = distribution(logits, history, self.p)
+        return int(ids[self.rng.choice(len(ids), p=probs)])

@@ -53,6 +53,9 @@ class TypeKernels:
     type_size: int  # bytes per block
     view: np.dtype  # the dtype the kernels read rows as (uint8 for quantized blocks)
     kernels: SimpleNamespace  # dequantize_rows(w, out), matvec_rows(w, x, out)
+    # dequant_block(row, b, out, o): block b of a row into out[o : o + block], scalar code that
+    # the CUDA kernels compile for the GPU too (kernels/cuda/quant.py)
+    dequant_block: object
 
     def row_bytes(self, cols: int) -> int:
         return cols // self.block * self.type_size
@@ -61,7 +64,8 @@ class TypeKernels:
 _REGISTRY: dict[GGMLQuantizationType, TypeKernels] = {}
 for _m in _MODULES:
     _REGISTRY[_m.GGML_TYPE] = TypeKernels(
-        _m.GGML_TYPE, _m.BLOCK, _m.TYPE_SIZE, np.dtype(_m.VIEW), quant_drivers.build(_m)
+        _m.GGML_TYPE, _m.BLOCK, _m.TYPE_SIZE, np.dtype(_m.VIEW), quant_drivers.build(_m),
+        _m.dequant_block,
     )
 
 SUPPORTED_TYPES = frozenset(_REGISTRY)

@@ -118,7 +118,7 @@ def mutate(data: bytes, fields, rng: random.Random) -> tuple[bytes, str]:
 
 # -- the worker side -----------------------------------------------------------------------
 def _run_one(path: str) -> str:
-    from gguf_engine.generation import Model
+    from gguf_engine.model import Model
 
     try:
         model = Model(path, n_ctx=64)

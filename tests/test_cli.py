@@ -65,17 +65,34 @@ def test_chat_with_piped_input(tiny):
 
 
 def test_bench_json(tiny):
-    res = cli("bench", "-m", tiny, "-p", 16, "-n", 8, "-r", 2, "-o", "json")
+    import numpy as np
+
+    from gguf_engine.gguf_file import GGUFFile
+
+    res = cli("bench", "-m", tiny, "-p", 16, "-n", 8, "-r", 2, "-t", 1, "-o", "json")
     assert res.returncode == 0, res.stderr
     records = json.loads(res.stdout)  # stdout holds only JSON
-    assert [r["test"] for r in records] == ["pp16", "tg8"]
-    for r in records:
-        for key in ("n_prompt", "n_gen", "n_threads", "avg_ts", "stddev_ts", "samples_ts",
-                    "load_s", "ttft_s", "peak_rss_bytes", "bandwidth_gbs"):
-            assert key in r
-        assert len(r["samples_ts"]) == 2 and r["avg_ts"] > 0
-    assert records[1]["read_gbs"] > 0
-    assert "threading layer" in res.stderr
+    pp, tg = records
+    assert (pp["test"], pp["n_prompt"], pp["n_gen"]) == ("pp16", 16, 0)
+    assert (tg["test"], tg["n_prompt"], tg["n_gen"]) == ("tg8", 0, 8)
+    f = GGUFFile(tiny)
+    for r, n in ((pp, 16), (tg, 8)):
+        assert r["model"] == tiny.name and r["size_bytes"] == tiny.stat().st_size
+        assert r["n_params"] == f.n_params and r["n_threads"] == 1
+        assert len(r["samples_s"]) == 2
+        np.testing.assert_allclose(r["samples_ts"], [n / s for s in r["samples_s"]])
+        np.testing.assert_allclose(r["avg_ts"], np.mean(r["samples_ts"]))
+        np.testing.assert_allclose(r["stddev_ts"], np.std(r["samples_ts"], ddof=1))
+        assert r["peak_rss_bytes"] > f.size and r["bandwidth_gbs"] > 0 and r["load_s"] > 0
+    # every matrix but the embedding table is read once per generated token (llama3 ties its
+    # output to token_embd, which is then read as the output)
+    mats = [t for name, t in f.tensors.items() if len(t.shape) == 2]
+    expected = sum(t.nbytes for t in mats if t.name != "token_embd.weight")
+    if "output.weight" not in f.tensors:
+        expected += f.tensor("token_embd.weight").nbytes
+    assert tg["weight_bytes_per_token"] == expected
+    np.testing.assert_allclose(tg["read_gbs"], expected * 8 / np.mean(tg["samples_s"]) / 1e9)
+    assert "threading layer " in res.stderr and ", 1 threads" in res.stderr
 
 
 def test_bench_markdown_and_csv(tiny):

@@ -17,9 +17,6 @@ from gguf_engine import kernels
 pytestmark = pytest.mark.skipif(not config.ENABLE_CUDASIM,
                                 reason="simulator tests (NUMBA_ENABLE_CUDASIM=0 here)")
 
-TYPES = ["F32", "F16", "Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q6_K"]
-
-
 def _ops():
     from gguf_engine.kernels.cuda import ops
     from numba import cuda
@@ -27,12 +24,12 @@ def _ops():
     return cuda, ops
 
 
-@pytest.mark.parametrize("name", TYPES)
-def test_matvec_matmul_dequantize(name):
-    from gguf import GGMLQuantizationType as T
+@pytest.mark.parametrize("t", sorted(kernels.SUPPORTED_TYPES, key=int), ids=lambda t: t.name)
+def test_matvec_matmul_dequantize_embed(t):
+    """Every type the CPU supports, through its own dequant_block compiled for the device."""
+    from gguf_engine.kernels.cuda import quant
+    from numba import cuda
 
-    cuda, ops = _ops()
-    t = T[name]
     rng = np.random.default_rng(int(t))
     rows, cols = 5, 256
     data = random_weights(t, rows, cols, rng)
@@ -40,16 +37,21 @@ def test_matvec_matmul_dequantize(name):
     dw = cuda.to_device(np.ascontiguousarray(w))
     ref_w = kernels.dequantize(data, t, (rows, cols))
     out = cuda.device_array((rows, cols), np.float32)
-    ops.launch_dequantize(t, dw, out)
+    quant.launch_dequantize(t, dw, out)
     np.testing.assert_array_equal(out.copy_to_host(), ref_w)
+    ids = np.array([4, 0, 2])
+    emb = cuda.device_array((3, cols), np.float32)
+    quant.launch_embed(t, dw, cuda.to_device(ids), emb)
+    np.testing.assert_array_equal(emb.copy_to_host(), ref_w[ids])
     x = rng.standard_normal(cols).astype(np.float32)
     y = cuda.device_array(rows, np.float32)
-    ops.launch_matvec(t, dw, cuda.to_device(x), y)
+    quant.launch_matvec(t, dw, cuda.to_device(x), y)
     ref = kernels.matvec(data, t, (rows, cols), x)
     np.testing.assert_allclose(y.copy_to_host(), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     X = rng.standard_normal((3, cols)).astype(np.float32)
     Y = cuda.device_array((3, rows), np.float32)
-    ops.launch_matmul(t, dw, cuda.to_device(X), Y)
+    tile = cuda.device_array(2 * cols, np.float32)  # two rows a tile: the loop over tiles runs
+    quant.launch_matmul(t, dw, cuda.to_device(X), Y, tile)
     refm = kernels.matmul(data, t, (rows, cols), X)
     np.testing.assert_allclose(Y.copy_to_host(), refm, rtol=1e-4, atol=1e-4 * np.abs(refm).max())
 
@@ -151,12 +153,12 @@ def _tiny_model(path, arch="llama"):
 def test_simulated_greedy_generation_equals_cpu(tmp_path):
     """Decode steps only (about 20 s each in the simulator); prefill's matmul kernel is
     checked on its own above."""
-    from gguf_engine.cuda_model import CudaTransformer
+    from gguf_engine.backend_cuda import CudaBackend
     from gguf_engine.gguf_file import GGUFFile
-    from gguf_engine.model import Transformer
+    from gguf_engine.transformer import Transformer
 
     f = GGUFFile(_tiny_model(tmp_path / "tiny.gguf"))
-    cpu, gpu = Transformer(f, n_ctx=16), CudaTransformer(f, n_ctx=16)
+    cpu, gpu = Transformer(f, n_ctx=16), Transformer(f, n_ctx=16, backend=CudaBackend())
     prompt = [3]
 
     def greedy(net, n):
@@ -200,13 +202,88 @@ def test_simulated_greedy_generation_on_a_shared_fixture(fixtures):
     and logits after the prompt equal the CPU path's. One step takes minutes in the simulator
     (every simulated array access is Python); the several-step decode with the KV cache is
     `test_simulated_greedy_generation_equals_cpu` above, on a smaller model."""
-    from gguf_engine.cuda_model import CudaTransformer
+    from gguf_engine.backend_cuda import CudaBackend
     from gguf_engine.gguf_file import GGUFFile
-    from gguf_engine.model import Transformer
+    from gguf_engine.transformer import Transformer
 
     f = GGUFFile(fixtures / "synthetic" / "llama-F32.gguf")
     prompt = [f.get("tokenizer.ggml.bos_token_id")]
     cpu = Transformer(f, n_ctx=4).forward(prompt, 0)[0].copy()
-    gpu = CudaTransformer(f, n_ctx=4).forward(prompt, 0)[0].copy()
+    gpu = Transformer(f, n_ctx=4, backend=CudaBackend()).forward(prompt, 0)[0].copy()
     assert int(np.argmax(gpu)) == int(np.argmax(cpu))
     np.testing.assert_allclose(gpu, cpu, atol=1e-4 * np.abs(cpu).max())
+
+
+def _tiny_typed_model(path, t):
+    """One layer of random blocks with small finite scales (test_quant_kernels.random_weights).
+    The matrices that read the embedding width E (one block of t per row: 256 for the
+    K-quants, else 32) are of type t: q, k, v, gate, up, output and the embedding table; the
+    two that read the 8-wide attention and FFN outputs are F32. Each simulated weight value
+    costs ~0.1 ms, so every row count is 8."""
+    import gguf
+    from gguf import GGML_QUANT_SIZES
+    from gguf import GGMLQuantizationType as T
+
+    rng = np.random.default_rng(int(t))
+    E = 256 if GGML_QUANT_SIZES[t][0] == 256 else 32
+    H, D, F, V = 1, 8, 8, 8
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(1)
+    w.add_embedding_length(E)
+    w.add_feed_forward_length(F)
+    w.add_head_count(H)
+    w.add_head_count_kv(1)
+    w.add_key_length(D)
+    w.add_value_length(D)
+    w.add_context_length(16)
+    w.add_layer_norm_rms_eps(1e-5)
+
+    def mat(name, rows, cols):
+        typ = t if cols % GGML_QUANT_SIZES[t][0] == 0 else T.F32
+        w.add_tensor(name, random_weights(typ, rows, cols, rng, scale_exp=(-8, -5)),
+                     raw_dtype=typ)
+
+    def vec(name, n):
+        w.add_tensor(name, (1 + 0.1 * rng.standard_normal(n)).astype(np.float32))
+
+    mat("token_embd.weight", V, E)
+    mat("output.weight", V, E)
+    vec("output_norm.weight", E)
+    for name, rows, cols in (("attn_q", H * D, E), ("attn_k", D, E), ("attn_v", D, E),
+                             ("attn_output", E, H * D), ("ffn_gate", F, E), ("ffn_up", F, E),
+                             ("ffn_down", E, F)):
+        mat(f"blk.0.{name}.weight", rows, cols)
+    vec("blk.0.attn_norm.weight", E)
+    vec("blk.0.ffn_norm.weight", E)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def _greedy(net, prompt, steps):
+    tokens = list(prompt)
+    logits = net.forward(tokens, 0)[0].copy()
+    seen = [logits]
+    for _ in range(steps):
+        tokens.append(int(np.argmax(logits)))
+        logits = net.forward(tokens[-1:], len(tokens) - 1)[0].copy()
+        seen.append(logits)
+    return tokens[len(prompt):], np.stack(seen)
+
+
+@pytest.mark.parametrize("t", sorted(kernels.SUPPORTED_TYPES, key=int), ids=lambda t: t.name)
+def test_simulated_greedy_steps_of_every_type_equal_cpu(tmp_path, t):
+    """The one forward pass on both backends: a tiny model of each GGML type, its logits after
+    a one-token prompt and two greedy steps (the device GEMM of longer prompts is checked per
+    type above; a simulated GEMM over 256 columns takes seconds)."""
+    from gguf_engine.backend_cuda import CudaBackend
+    from gguf_engine.gguf_file import GGUFFile
+    from gguf_engine.transformer import Transformer
+
+    f = GGUFFile(_tiny_typed_model(tmp_path / f"{t.name}.gguf", t))
+    cpu_tokens, cpu_logits = _greedy(Transformer(f, n_ctx=8), [3], 2)
+    gpu_tokens, gpu_logits = _greedy(Transformer(f, n_ctx=8, backend=CudaBackend()), [3], 2)
+    assert gpu_tokens == cpu_tokens
+    np.testing.assert_allclose(gpu_logits, cpu_logits, atol=1e-4 * np.abs(cpu_logits).max())

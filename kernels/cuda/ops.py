@@ -1,106 +1,15 @@
-"""The GPU kernels. Launch helpers at the bottom take device arrays and pick the grid."""
+"""The GPU kernels of the transformer besides the weight ones (kernels/cuda/quant.py). Launch
+helpers at the bottom take device arrays and pick the grid."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from numba import config, cuda, float32
+from numba import cuda, float32
 
-from ..registry import UnsupportedTypeError, as_ggml_type
-from .decode import VALUE
-
-# Threads per block for row reductions (a power of two). The simulator runs every thread as a
-# Python thread, so it gets few.
-THREADS = 2 if config.ENABLE_CUDASIM else 128
-TILE = 2 if config.ENABLE_CUDASIM else 16  # GEMM tile edge
-# Matvec blocks loop over rows beyond the grid. The simulator spends ~20 ms per block on
-# bookkeeping whatever the block does, so there the grid stays small (a shared fixture's decode
-# step: 163 s with a block per row, 100 s with 4 blocks).
-MAX_BLOCKS = 4 if config.ENABLE_CUDASIM else 1 << 30
-
-
-@cuda.jit(device=True, inline=True)
-def _block_reduce(sh, tid, v, take_max):
-    """The sum (or the max) of v over the block's THREADS threads, through shared memory;
-    every thread gets it."""
-    sh[tid] = v
-    cuda.syncthreads()
-    step = THREADS // 2
-    while step > 0:
-        if tid < step:
-            if take_max:
-                sh[tid] = max(sh[tid], sh[tid + step])
-            else:
-                sh[tid] += sh[tid + step]
-        cuda.syncthreads()
-        step //= 2
-    total = sh[0]
-    cuda.syncthreads()
-    return total
-
-
-def _make_quant_kernels(value):
-    @cuda.jit
-    def matvec(w, x, out, cols):
-        """out[r] = sum_j W[r, j] x[j], a block per row (rows beyond the grid loop back)."""
-        tid = cuda.threadIdx.x
-        sh = cuda.shared.array(THREADS, float32)
-        for r in range(cuda.blockIdx.x, out.shape[0], cuda.gridDim.x):
-            s = float32(0.0)
-            for j in range(tid, cols, THREADS):
-                s += value(w, r, j) * x[j]
-            s = _block_reduce(sh, tid, s, False)
-            if tid == 0:
-                out[r] = s
-
-    @cuda.jit
-    def matmul(w, X, out, rows, cols):
-        """out[t, r] = sum_j X[t, j] W[r, j], in TILE x TILE tiles through shared memory."""
-        xs = cuda.shared.array((TILE, TILE), float32)
-        ws = cuda.shared.array((TILE, TILE), float32)
-        ty, tx = cuda.threadIdx.y, cuda.threadIdx.x
-        t = cuda.blockIdx.y * TILE + ty  # token of this thread's output
-        r = cuda.blockIdx.x * TILE + tx  # row of this thread's output
-        n = X.shape[0]
-        acc = float32(0.0)
-        for j0 in range(0, cols, TILE):
-            xs[ty, tx] = X[t, j0 + tx] if t < n and j0 + tx < cols else float32(0.0)
-            wr = cuda.blockIdx.x * TILE + ty  # the tile of W is loaded transposed
-            ws[ty, tx] = value(w, wr, j0 + tx) if wr < rows and j0 + tx < cols else float32(0.0)
-            cuda.syncthreads()
-            for k in range(TILE):
-                acc += xs[ty, k] * ws[tx, k]
-            cuda.syncthreads()
-        if t < n and r < rows:
-            out[t, r] = acc
-
-    @cuda.jit
-    def dequantize(w, out):
-        r, j = cuda.grid(2)
-        if r < out.shape[0] and j < out.shape[1]:
-            out[r, j] = value(w, r, j)
-
-    @cuda.jit
-    def embed(w, ids, out):
-        """out[i] = row ids[i] of W, dequantized."""
-        i, j = cuda.grid(2)
-        if i < ids.shape[0] and j < out.shape[1]:
-            out[i, j] = value(w, ids[i], j)
-
-    return matvec, matmul, dequantize, embed
-
-
-_QUANT = {t: _make_quant_kernels(v) for t, v in VALUE.items()}
-
-
-def quant_kernels(ggml_type):
-    t = as_ggml_type(ggml_type)
-    if t not in _QUANT:
-        supported = ", ".join(sorted(x.name for x in _QUANT))
-        raise UnsupportedTypeError(f"GGML type {t.name} has no CUDA kernels (CUDA supports: "
-                                   f"{supported})")
-    return _QUANT[t]
+from .launch import THREADS, grid2
+from .launch import block_reduce as _block_reduce
 
 
 @cuda.jit
@@ -255,36 +164,6 @@ def store_kv(k, v, k_cache, v_cache, pos0):
 
 
 # -- launch helpers ------------------------------------------------------------------------
-def grid2(n, m, block=(8, 32)):
-    return (math.ceil(n / block[0]), math.ceil(m / block[1])), block
-
-
-def launch_matvec(ggml_type, w, x, out):
-    matvec = quant_kernels(ggml_type)[0]
-    matvec[min(w.shape[0], MAX_BLOCKS), THREADS](w, x, out, x.shape[0])
-
-
-def launch_matmul(ggml_type, w, X, out):
-    """X (n, cols) -> out (n, rows); one matvec per token when n is 1."""
-    rows, cols = out.shape[1], X.shape[1]
-    if X.shape[0] == 1:
-        launch_matvec(ggml_type, w, X[0], out[0])
-        return
-    matmul = quant_kernels(ggml_type)[1]
-    matmul[(math.ceil(rows / TILE), math.ceil(X.shape[0] / TILE)), (TILE, TILE)](
-        w, X, out, rows, cols)
-
-
-def launch_dequantize(ggml_type, w, out):
-    g, b = grid2(*out.shape)
-    quant_kernels(ggml_type)[2][g, b](w, out)
-
-
-def launch_embed(ggml_type, w, ids, out):
-    g, b = grid2(ids.shape[0], out.shape[1])
-    quant_kernels(ggml_type)[3][g, b](w, ids, out)
-
-
 def launch_rmsnorm(x, weight, eps, out):
     rmsnorm[x.shape[0], THREADS](x, weight, np.float32(eps), out)
 

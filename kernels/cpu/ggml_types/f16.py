@@ -1,5 +1,5 @@
 import numpy as np
-from gguf import GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import half_bits_to_f32
@@ -7,7 +7,7 @@ from ..quant_drivers import dot4_from_lanes
 from ..simd import LANES, vload_f16
 
 GGML_TYPE = GGMLQuantizationType.F16
-BLOCK, TYPE_SIZE = 1, 2
+BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 1 values in 2 bytes
 STEP = LANES  # dot4_block covers one vector of values
 VIEW = np.uint16
 

@@ -1,11 +1,11 @@
 import numpy as np
-from gguf import GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
 
 GGML_TYPE = GGMLQuantizationType.IQ4_NL
-BLOCK, TYPE_SIZE = 32, 18
+BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 32 values in 18 bytes
 VIEW = np.uint8
 # block: d (f16) | qs[16]; value j = d * KVALUES[qs[j] & 15], value j + 16 uses qs[j] >> 4
 KVALUES = np.array(

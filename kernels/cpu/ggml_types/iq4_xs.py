@@ -1,12 +1,12 @@
 import numpy as np
-from gguf import GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
 from .iq4_nl import KVALUES
 
 GGML_TYPE = GGMLQuantizationType.IQ4_XS
-BLOCK, TYPE_SIZE = 256, 136
+BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 256 values in 136 bytes
 VIEW = np.uint8
 # block: d (f16) | scales_h (u16: 2 bits per sub-block) | scales_l[4] (4 bits per sub-block) |
 #        qs[128]; sub-block j of 32: scale = (low | high << 4) - 32,

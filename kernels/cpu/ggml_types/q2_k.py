@@ -1,11 +1,11 @@
 import numpy as np
-from gguf import GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
 
 GGML_TYPE = GGMLQuantizationType.Q2_K
-BLOCK, TYPE_SIZE = 256, 84
+BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 256 values in 84 bytes
 VIEW = np.uint8
 # block: scales[16] (low nibble: scale, high nibble: min, per 16 values) | qs[64] (2-bit) |
 #        d (f16) | dmin (f16)

@@ -1,11 +1,11 @@
 import numpy as np
-from gguf import GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
 
 GGML_TYPE = GGMLQuantizationType.Q3_K
-BLOCK, TYPE_SIZE = 256, 110
+BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 256 values in 110 bytes
 VIEW = np.uint8
 # block: hmask[32] | qs[64] (low 2 bits) | scales[12] (16 six-bit scales) | d (f16)
 # scale i: low 4 bits = scales[i] & 15 (i < 8) or scales[i - 8] >> 4;

@@ -1,5 +1,5 @@
 import numpy as np
-from gguf import GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
@@ -7,7 +7,7 @@ from ..quant_drivers import dot4_from_row32
 from ..simd import load_half, vadd, vfma, vload_bits, vmul, vsplat
 
 GGML_TYPE = GGMLQuantizationType.Q4_1
-BLOCK, TYPE_SIZE = 32, 20
+BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 32 values in 20 bytes
 VIEW = np.uint8
 # block: d (f16) | m (f16) | qs[16]; value j = d * (qs[j] & 15) + m, value j + 16 uses qs[j] >> 4
 

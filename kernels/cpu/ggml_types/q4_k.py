@@ -1,5 +1,5 @@
 import numpy as np
-from gguf import GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
@@ -17,7 +17,7 @@ from ..simd import (
 )
 
 GGML_TYPE = GGMLQuantizationType.Q4_K
-BLOCK, TYPE_SIZE = 256, 144
+BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 256 values in 144 bytes
 VIEW = np.uint8
 # block: d (f16) | dmin (f16) | scales[12] | qs[128]
 # scales packs eight 6-bit scales (A-H) and eight 6-bit mins (a-h):

@@ -1,5 +1,5 @@
 import numpy as np
-from gguf import GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
@@ -7,7 +7,7 @@ from ..quant_drivers import dot4_from_row32
 from ..simd import load_half, vadd, vfma, vload_bits_word, vmul, vsplat, vsub
 
 GGML_TYPE = GGMLQuantizationType.Q5_0
-BLOCK, TYPE_SIZE = 32, 22
+BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 32 values in 22 bytes
 VIEW = np.uint8
 # block: d (f16) | qh (u32: bit j is the fifth bit of value j) | qs[16] (low nibbles as Q4_0)
 # value = d * (q - 16)

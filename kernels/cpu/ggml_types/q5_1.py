@@ -1,5 +1,5 @@
 import numpy as np
-from gguf import GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
@@ -8,7 +8,7 @@ from ..simd import load_half, vadd, vfma, vload_bits_word, vmul, vsplat
 from .q5_0 import _qh
 
 GGML_TYPE = GGMLQuantizationType.Q5_1
-BLOCK, TYPE_SIZE = 32, 24
+BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 32 values in 24 bytes
 VIEW = np.uint8
 # block: d (f16) | m (f16) | qh (u32) | qs[16]; value = d * q + m, q as in Q5_0 without the -16
 

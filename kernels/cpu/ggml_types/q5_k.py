@@ -1,12 +1,12 @@
 import numpy as np
-from gguf import GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
 from .q4_k import scale_min
 
 GGML_TYPE = GGMLQuantizationType.Q5_K
-BLOCK, TYPE_SIZE = 256, 176
+BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 256 values in 176 bytes
 VIEW = np.uint8
 # block: d (f16) | dmin (f16) | scales[12] (as Q4_K) | qh[32] | qs[128] (as Q4_K)
 # value e: q = low nibble as Q4_K | ((qh[e % 32] >> (e // 32)) & 1) << 4

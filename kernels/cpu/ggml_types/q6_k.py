@@ -1,12 +1,12 @@
 import numpy as np
-from gguf import GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
 from ..simd import load_half, vfma, vlane, vload_bits2, vload_f32, vload_i8, vmul, vsplat
 
 GGML_TYPE = GGMLQuantizationType.Q6_K
-BLOCK, TYPE_SIZE = 256, 210
+BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 256 values in 210 bytes
 VIEW = np.uint8
 # block: ql[128] (low 4 bits) | qh[64] (high 2 bits) | scales[16] (int8, per 16 values) | d (f16)
 # value e = h*128 + r:  low = (ql[h*64 + r % 64] >> 4 * (r // 64)) & 15,

@@ -1,5 +1,5 @@
 import numpy as np
-from gguf import GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
@@ -7,7 +7,7 @@ from ..quant_drivers import dot4_from_row32
 from ..simd import load_half, vfma, vload_i8, vmul, vsplat
 
 GGML_TYPE = GGMLQuantizationType.Q8_0
-BLOCK, TYPE_SIZE = 32, 34
+BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 32 values in 34 bytes
 VIEW = np.uint8
 # block: d (f16) | qs[32] (int8); value = d * q
 

@@ -1,0 +1,130 @@
+"""The CPU backend of the forward pass (transformer.Transformer): the Numba kernels on NumPy
+arrays, run with the model's own thread count."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numba
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from .kernels.cpu import activations, attention, norms, rope
+from .kernels.quantized import TILE_VALUES
+from .weights import MATVEC_MAX_TOKENS, Linear
+
+_BLAS = None  # one ThreadpoolController: building one scans the loaded libraries (~ms)
+
+
+def _blas_controller() -> ThreadpoolController:
+    global _BLAS
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()
+    return _BLAS
+
+
+class CPUBackend:
+    name = "cpu"
+
+    def __init__(self, n_threads: int | None = None):
+        limit = numba.config.NUMBA_NUM_THREADS
+        if n_threads is not None and (isinstance(n_threads, bool) or not isinstance(
+                n_threads, int) or not 1 <= n_threads <= limit):
+            raise ValueError(f"invalid n_threads={n_threads!r}: must be 1..{limit} "
+                             "(NUMBA_NUM_THREADS caps it)")
+        self.n_threads = n_threads or limit
+
+    # -- memory ------------------------------------------------------------------------
+    def zeros(self, shape) -> np.ndarray:
+        return np.zeros(shape, np.float32)
+
+    def prepare(self, cfg, chunk: int, n_ctx: int, inv_freq) -> None:
+        """Scratch for a forward pass of up to `chunk` tokens; inv_freq: (2, n_rot // 2) RoPE
+        frequencies of global [0] and sliding-window [1] layers."""
+        half = cfg.n_rot // 2
+        self.inv_freq = inv_freq
+        self.kinds = 2 if cfg.swa_layers else 1
+        self.positions = np.zeros(chunk, np.int64)  # (chunk,)
+        self.steps = np.arange(chunk, dtype=np.int64)  # (chunk,) 0..chunk-1
+        self.ids = np.zeros(chunk, np.int64)  # (chunk,) token ids of the chunk
+        # (2, chunk, n_rot // 2) cosines and sines of the chunk's angles, per layer kind
+        self.rope_cos = np.zeros((2, chunk, half), np.float32)
+        self.rope_sin = np.zeros((2, chunk, half), np.float32)
+        self.scores = np.zeros((4 * numba.config.NUMBA_NUM_THREADS, n_ctx), np.float32)
+        self.scratch = np.zeros(TILE_VALUES, np.float32)  # dequantized weight tiles (prefill)
+
+    def weights(self, w):
+        return w  # the kernels read the memory-mapped blocks in place
+
+    def to_host(self, a) -> np.ndarray:
+        return a
+
+    @contextmanager
+    def running(self, n_tokens: int):
+        """The model's thread count for one chunk, the caller's restored after. A batch spends
+        most of its time in BLAS, whose threads use every core; Numba's workers spinning
+        between its kernels would take cores from it (pp512 here: 380 tok/s that way, 550 with
+        Numba's share of the batch on one thread)."""
+        before = numba.get_num_threads()
+        batch = n_tokens > MATVEC_MAX_TOKENS
+        numba.set_num_threads(1 if batch else self.n_threads)
+        try:
+            if batch:
+                with _blas_controller().limit(limits=self.n_threads, user_api="blas"):
+                    yield
+            else:
+                yield
+        finally:
+            numba.set_num_threads(before)
+
+    # -- operations --------------------------------------------------------------------
+    def begin(self, tokens: np.ndarray, pos0: int) -> None:
+        """The chunk's token ids and RoPE tables."""
+        n = len(tokens)
+        self.ids[:n] = tokens
+        np.add(self.steps[:n], pos0, out=self.positions[:n])
+        for kind in range(self.kinds):
+            rope.rope_tables_kernel(self.positions[:n], self.inv_freq[kind],
+                                    self.rope_cos[kind, :n], self.rope_sin[kind, :n])
+
+    def embed(self, table: Linear, n: int, out) -> None:
+        table.rows_of(self.ids[:n], out)
+
+    def linear(self, lin: Linear, X, out) -> None:
+        lin(X, out, self.scratch)
+
+    def rmsnorm(self, x, weight, eps, out) -> None:
+        norms.rmsnorm_kernel(x, weight, eps, out)
+
+    def rope(self, x, swa: bool, neox: bool) -> None:
+        n = x.shape[0]
+        rope.rope_rotate_kernel(x, self.rope_cos[int(swa), :n], self.rope_sin[int(swa), :n],
+                                neox)
+
+    def split(self, qkv, q, k, v) -> None:
+        """Columns [q | k | v] of a fused projection into the per-head buffers."""
+        n, qd, kd = q.shape[0], q.shape[1] * q.shape[2], k.shape[1] * k.shape[2]
+        np.copyto(q.reshape(n, qd), qkv[:, :qd])
+        np.copyto(k.reshape(n, kd), qkv[:, qd:qd + kd])
+        np.copyto(v.reshape(n, kd), qkv[:, qd + kd:])
+
+    def store_kv(self, k_cache, v_cache, pos0, k, v) -> None:
+        n = k.shape[0]
+        k_cache[:, pos0:pos0 + n] = k.transpose(1, 0, 2)
+        v_cache[:, pos0:pos0 + n] = v.transpose(1, 0, 2)
+
+    def attention(self, q, k_cache, v_cache, pos0, window, scale, out) -> None:
+        if q.shape[0] > MATVEC_MAX_TOKENS:
+            attention.attention_matmul_unchecked(q, k_cache, v_cache, pos0, window, scale, out)
+        else:
+            attention.attention_kernel(q, k_cache, v_cache, pos0, window, scale, self.scores,
+                                       out)
+
+    def gated(self, gate_up, out, gelu: bool) -> None:
+        activations.gated_kernel(gate_up, out, gelu)
+
+    def add(self, x, y) -> None:
+        x += y
+
+    def scale(self, x, s) -> None:
+        x *= s

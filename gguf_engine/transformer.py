@@ -1,0 +1,189 @@
+"""The transformer: prefill and decode over preallocated buffers and a KV cache."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from .backend_cpu import CPUBackend
+from .config import Config
+from .defaults import DEFAULT_N_CTX
+from .gguf_file import GGUFFile
+from .kernels.cpu import rope
+from .kv_cache import KVCache, available_memory
+from .weights import Weights, load_weights
+
+PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds the run buffers
+
+
+class ContextOverflowError(ValueError):
+    """More tokens than the context holds."""
+
+
+class NonFiniteLogitsError(RuntimeError):
+    """The network produced NaN or infinite logits (corrupt weights, usually)."""
+
+
+class ContextMemoryError(ValueError):
+    """The KV cache of the requested context does not fit the memory available."""
+
+
+def context_size(cfg: Config, n_ctx: int | None, extend: bool = False) -> int:
+    """n_ctx, or min(DEFAULT_N_CTX, the model's context length) when None. More than the model
+    was trained for is capped to that (with a warning) unless `extend` asks for it."""
+    if n_ctx is None:
+        return min(DEFAULT_N_CTX, cfg.context_length)
+    if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1:
+        raise ValueError(f"invalid n_ctx={n_ctx!r}: must be a positive integer")
+    if n_ctx > cfg.context_length and not extend:
+        warnings.warn(f"n_ctx={n_ctx} is more than the {cfg.context_length} tokens the model was "
+                      f"trained for: using {cfg.context_length} (extend_context=True, or "
+                      "--extend-context, keeps the larger context)", stacklevel=3)
+        return cfg.context_length
+    return n_ctx
+
+
+def check_cache_memory(cfg: Config, n_ctx: int) -> None:
+    """A clear error instead of an allocation that fails or swaps: the KV cache must fit in
+    the memory available now."""
+    need = KVCache.bytes_for(cfg.n_layers, cfg.n_kv_heads, n_ctx, cfg.head_dim)
+    have = available_memory()
+    if have is not None and need > have:
+        raise ContextMemoryError(
+            f"a context of {n_ctx} tokens needs {need / 2**30:.1f} GiB of KV cache, but only "
+            f"{have / 2**30:.1f} GiB of memory is available: lower n_ctx (-c)")
+
+
+class RunState:
+    """Activations for up to `n` tokens at once, allocated once on the backend's device."""
+
+    def __init__(self, cfg: Config, n: int, zeros):
+        E, F, H, KVH, D = cfg.n_embd, cfg.n_ff, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.x = zeros((n, E))  # (n, E) residual stream
+        self.xn = zeros((n, E))  # (n, E) normalized input of a sublayer
+        self.qkv = zeros((n, cfg.q_dim + 2 * cfg.kv_dim)) if cfg.spec.fused_qkv else None
+        self.q = zeros((n, H, D))  # (n, H, D) queries, rotated in place
+        self.k = zeros((n, KVH, D))  # (n, KVH, D) keys, rotated in place
+        self.v = zeros((n, KVH, D))  # (n, KVH, D)
+        self.att = zeros((n, H, D))  # (n, H, D) attention output
+        self.proj = zeros((n, E))  # (n, E) sublayer output
+        self.gate_up = zeros((n, 2 * F))  # (n, 2F) [gate | up]
+        self.act = zeros((n, F))  # (n, F)
+        self.logits = zeros((1, cfg.n_vocab))  # (1, V) last position's logits
+
+
+class Transformer:
+    """The network of a GGUF file with its own context (KV cache): logits from tokens. One
+    forward pass for every device; `backend` (backend_cpu.CPUBackend by default, or
+    backend_cuda.CudaBackend) owns the device's memory and kernels."""
+
+    def __init__(self, f: GGUFFile, n_ctx: int | None = None, extend_context: bool = False,
+                 backend=None):
+        self.file = f
+        self.config = cfg = Config.from_gguf(f)
+        self.backend = be = backend or CPUBackend()
+        host_weights = load_weights(f, cfg)
+        self.n_ctx = context_size(cfg, n_ctx, extend_context)
+        if be.name == "cpu":
+            check_cache_memory(cfg, self.n_ctx)
+        self.weights: Weights = be.weights(host_weights)
+        self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, self.n_ctx, cfg.head_dim, be.zeros)
+        self.chunk = min(PREFILL_CHUNK, self.n_ctx)  # tokens per forward pass at most
+        self.state = RunState(cfg, self.chunk, be.zeros)
+        ff = host_weights.rope_freqs
+        # (2, n_rot // 2) float64: RoPE frequencies of global and sliding-window layers
+        inv_freq = np.stack([rope.inv_frequencies(cfg.n_rot, cfg.rope_base, ff) * cfg.rope_scale,
+                             rope.inv_frequencies(cfg.n_rot, cfg.rope_base_swa, ff)])
+        be.prepare(cfg, self.chunk, self.n_ctx, inv_freq)
+        self._embd_scale = np.float32(math.sqrt(cfg.n_embd)) if cfg.spec.embd_scale_sqrt else None
+
+    # -- the forward pass ---------------------------------------------------------------
+    def forward(self, tokens, pos0: int, all_logits: bool = False) -> np.ndarray:
+        """Run `tokens` at positions pos0.. (their KV goes into the cache) and return logits:
+        (n, V) for every token with all_logits, else (1, V) for the last one (a view of a buffer
+        that the next call overwrites)."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        n = len(tokens)
+        if n == 0:
+            raise ValueError("no tokens to evaluate")
+        if pos0 + n > self.n_ctx:
+            raise ContextOverflowError(f"{pos0 + n} tokens do not fit the context of "
+                                       f"{self.n_ctx} (n_ctx)")
+        if tokens.min() < 0 or tokens.max() >= self.config.n_vocab:
+            raise ValueError(f"token ids must be in 0..{self.config.n_vocab - 1}")
+        del self.cache.tokens[pos0:]
+        chunks = []
+        for c0 in range(0, n, self.chunk):
+            chunk = tokens[c0 : c0 + self.chunk]
+            last = c0 + len(chunk) == n
+            with self.backend.running(len(chunk)):
+                out = self._forward_chunk(chunk, pos0 + c0, all_logits, last)
+            if all_logits:
+                chunks.append(out)
+            self.cache.tokens.extend(int(t) for t in chunk)
+        logits = np.concatenate(chunks) if all_logits else out
+        # one sum (tens of microseconds for 262k logits) is NaN or infinite if any value is:
+        # sampling would otherwise pick token 0 at temperature 0 and say nothing
+        if not np.isfinite(logits.sum(dtype=np.float64)):
+            del self.cache.tokens[pos0:]
+            raise NonFiniteLogitsError(
+                f"{self.file.path}: the model produced non-finite logits (NaN or infinity) at "
+                f"positions {pos0}..{pos0 + n - 1}; its weights may be corrupt")
+        return logits
+
+    def _forward_chunk(self, tokens, pos0, all_logits, last):
+        cfg, w, s, cache, be = self.config, self.weights, self.state, self.cache, self.backend
+        n = len(tokens)
+        H, KVH, D, eps, F = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.norm_eps, cfg.n_ff
+        x, xn, proj = s.x[:n], s.xn[:n], s.proj[:n]
+        q, k, v, att = s.q[:n], s.k[:n], s.v[:n], s.att[:n]
+        gate_up, act = s.gate_up[:n], s.act[:n]
+        be.begin(tokens, pos0)
+        be.embed(w.token_embd, n, x)
+        if self._embd_scale is not None:
+            be.scale(x, self._embd_scale)
+        for i, lw in enumerate(w.layers):
+            swa = bool(cfg.swa_layers) and cfg.swa_layers[i]
+            be.rmsnorm(x, lw.attn_norm, eps, xn)
+            if lw.wqkv is not None:
+                be.linear(lw.wqkv, xn, s.qkv[:n])
+                be.split(s.qkv[:n], q, k, v)
+            else:
+                be.linear(lw.wq, xn, q.reshape(n, H * D))
+                be.linear(lw.wk, xn, k.reshape(n, KVH * D))
+                be.linear(lw.wv, xn, v.reshape(n, KVH * D))
+            if lw.q_norm is not None:
+                be.rmsnorm(q.reshape(n * H, D), lw.q_norm, eps, q.reshape(n * H, D))
+                be.rmsnorm(k.reshape(n * KVH, D), lw.k_norm, eps, k.reshape(n * KVH, D))
+            be.rope(q, swa, cfg.spec.rope_neox)
+            be.rope(k, swa, cfg.spec.rope_neox)
+            be.store_kv(cache.k[i], cache.v[i], pos0, k, v)
+            be.attention(q, cache.k[i], cache.v[i], pos0, cfg.sliding_window if swa else 0,
+                         np.float32(cfg.attn_scale), att)
+            be.linear(lw.wo, att.reshape(n, H * D), proj)
+            if lw.post_attn_norm is not None:
+                be.rmsnorm(proj, lw.post_attn_norm, eps, proj)
+            be.add(x, proj)
+            be.rmsnorm(x, lw.ffn_norm, eps, xn)
+            if lw.w_gate is not None:
+                be.linear(lw.w_gate, xn, gate_up[:, :F])
+                be.linear(lw.w_up, xn, gate_up[:, F:])
+            else:
+                be.linear(lw.w_up, xn, gate_up)
+            be.gated(gate_up, act, cfg.spec.gelu)
+            be.linear(lw.w_down, act, proj)
+            if lw.post_ffn_norm is not None:
+                be.rmsnorm(proj, lw.post_ffn_norm, eps, proj)
+            be.add(x, proj)
+        if all_logits:
+            be.rmsnorm(x, w.output_norm, eps, xn)
+            out = be.zeros((n, cfg.n_vocab))
+            be.linear(w.output, xn, out)
+            return be.to_host(out)
+        if not last:
+            return None
+        be.rmsnorm(x[n - 1 : n], w.output_norm, eps, xn[:1])
+        be.linear(w.output, xn[:1], s.logits)
+        return be.to_host(s.logits)
