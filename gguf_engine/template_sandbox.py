@@ -90,18 +90,21 @@ def _raise_exception(message):
     raise TemplateError(message)
 
 
-def render_here(env, template: str, context: dict, max_chars: int, _cache={}) -> str:  # noqa: B006
+_PARSED: dict = {}  # template text -> compiled template, in the worker (a chat reuses one)
+
+
+def render_here(env, template: str, context: dict, max_chars: int) -> str:
     """Render in this process (the worker calls this); every failure a TemplateRenderError."""
     from jinja2 import TemplateError, TemplateSyntaxError
     from jinja2.exceptions import SecurityError
 
     try:
-        tmpl = _cache.get(template)
+        tmpl = _PARSED.get(template)
         if tmpl is None:
             tmpl = env.from_string(template)
-            if len(_cache) > 16:
-                _cache.clear()
-            _cache[template] = tmpl
+            if len(_PARSED) > 16:
+                _PARSED.clear()
+            _PARSED[template] = tmpl
     except TemplateSyntaxError as e:
         raise TemplateRenderError(
             f"the chat template does not parse: {e} (line {e.lineno})") from None

@@ -17,6 +17,46 @@ os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 if os.environ["NUMBA_ENABLE_CUDASIM"] == "1":
     sys.setswitchinterval(1e-4)
 
+
+def _thread_safe_simulated_device_calls() -> None:
+    """The simulator points a device function's global `cuda` at the running kernel's fake
+    module for each call and restores the real one after; two simulated threads inside the same
+    device function (block_reduce) race on that: the first to return restores the real module
+    while the other still needs cuda.syncthreads. The fast switch interval above makes the race
+    common. Reference-counted per globals dict, the swap holds until the last caller returns."""
+    import contextlib
+    import threading
+
+    from numba import cuda
+    from numba.cuda.simulator import kernel
+
+    lock = threading.Lock()
+    active: dict = {}  # id(globals) -> [callers inside, the globals that were the cuda module]
+
+    @contextlib.contextmanager
+    def swapped(fn, fake):
+        env = fn.__globals__
+        with lock:
+            entry = active.get(id(env))
+            if entry is None:
+                entry = active[id(env)] = [0, {k: v for k, v in env.items() if v is cuda}]
+                env.update(dict.fromkeys(entry[1], fake))
+            entry[0] += 1
+        try:
+            yield
+        finally:
+            with lock:
+                entry[0] -= 1
+                if entry[0] == 0:
+                    env.update(entry[1])
+                    del active[id(env)]
+
+    kernel.swapped_cuda_module = swapped
+
+
+if os.environ["NUMBA_ENABLE_CUDASIM"] == "1":
+    _thread_safe_simulated_device_calls()
+
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 

@@ -150,29 +150,27 @@ def _tiny_model(path, arch="llama"):
     return path
 
 
+def _greedy(net, prompt, steps):
+    tokens = list(prompt)
+    logits = net.forward(tokens, 0)[0].copy()
+    seen = [logits]
+    for _ in range(steps):
+        tokens.append(int(np.argmax(logits)))
+        logits = net.forward(tokens[-1:], len(tokens) - 1)[0].copy()
+        seen.append(logits)
+    return tokens[len(prompt):], np.stack(seen)
+
+
 def test_simulated_greedy_generation_equals_cpu(tmp_path):
-    """Decode steps only (about 20 s each in the simulator); prefill's matmul kernel is
-    checked on its own above."""
+    """Two layers with grouped-query heads: the logits after the prompt and two decode steps
+    with the KV cache (prefill's GEMM is checked per type above)."""
     from gguf_engine.backend_cuda import CudaBackend
     from gguf_engine.gguf_file import GGUFFile
     from gguf_engine.transformer import Transformer
 
     f = GGUFFile(_tiny_model(tmp_path / "tiny.gguf"))
-    cpu, gpu = Transformer(f, n_ctx=16), Transformer(f, n_ctx=16, backend=CudaBackend())
-    prompt = [3]
-
-    def greedy(net, n):
-        tokens = list(prompt)
-        logits = net.forward(tokens, 0)[0].copy()
-        steps = [logits]
-        for _ in range(n):
-            tokens.append(int(np.argmax(logits)))
-            logits = net.forward(tokens[-1:], len(tokens) - 1)[0].copy()
-            steps.append(logits)
-        return tokens[len(prompt):], np.stack(steps)
-
-    gpu_tokens, gpu_logits = greedy(gpu, 2)
-    cpu_tokens, cpu_logits = greedy(cpu, 2)
+    gpu_tokens, gpu_logits = _greedy(Transformer(f, n_ctx=16, backend=CudaBackend()), [3], 2)
+    cpu_tokens, cpu_logits = _greedy(Transformer(f, n_ctx=16), [3], 2)
     assert gpu_tokens == cpu_tokens
     np.testing.assert_allclose(gpu_logits, cpu_logits, atol=1e-4 * np.abs(cpu_logits).max())
 
@@ -240,7 +238,7 @@ def _tiny_typed_model(path, t):
 
     def mat(name, rows, cols):
         typ = t if cols % GGML_QUANT_SIZES[t][0] == 0 else T.F32
-        w.add_tensor(name, random_weights(typ, rows, cols, rng, scale_exp=(-8, -5)),
+        w.add_tensor(name, random_weights(typ, rows, cols, rng, scale_exp=(-10, -7)),
                      raw_dtype=typ)
 
     def vec(name, n):
@@ -260,17 +258,6 @@ def _tiny_typed_model(path, t):
     w.write_tensors_to_file()
     w.close()
     return path
-
-
-def _greedy(net, prompt, steps):
-    tokens = list(prompt)
-    logits = net.forward(tokens, 0)[0].copy()
-    seen = [logits]
-    for _ in range(steps):
-        tokens.append(int(np.argmax(logits)))
-        logits = net.forward(tokens[-1:], len(tokens) - 1)[0].copy()
-        seen.append(logits)
-    return tokens[len(prompt):], np.stack(seen)
 
 
 @pytest.mark.parametrize("t", sorted(kernels.SUPPORTED_TYPES, key=int), ids=lambda t: t.name)
