@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .architectures import ArchSpec, arch_spec
+from .defaults import FALLBACK_CONTEXT_LENGTH
 from .gguf_file import GGUFError, GGUFFile
 
 
@@ -104,7 +105,7 @@ class Config:
             n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, n_rot=n_rot,
             rope_base=base, rope_base_swa=spec.rope_base_swa or base, rope_scale=rope_scale,
             norm_eps=f.get_float(p + "attention.layer_norm_rms_epsilon", 1e-5, positive=True),
-            context_length=count("context_length", 4096),
+            context_length=count("context_length", FALLBACK_CONTEXT_LENGTH),
             sliding_window=window, swa_layers=swa,
             attn_scale=1.0 / math.sqrt(head_dim),
         )

@@ -3,6 +3,8 @@ here once. Importing this module costs nothing: the command line reads it before
 
 # Context size when the caller gives none: min(this, the model's trained context length).
 DEFAULT_N_CTX = 4096
+# The trained context length assumed for a file that does not give one.
+FALLBACK_CONTEXT_LENGTH = 4096
 
 # Sampling, as llama.cpp's CLI defaults them.
 SAMPLING = {

@@ -58,12 +58,6 @@ def test_generate_prompt_from_stdin_and_file(tiny, tmp_path):
     assert "tok/s" in b.stderr
 
 
-def test_chat_with_piped_input(tiny):
-    res = cli("chat", "-m", tiny, "-n", 4, "--temp", 0, stdin="hello\nhow are you\n\n")
-    assert res.returncode == 0, res.stderr
-    assert len(res.stdout.splitlines()) >= 2
-
-
 def test_bench_json(tiny):
     import numpy as np
 
