@@ -19,6 +19,7 @@ class ArchSpec:
     post_norms: bool = False  # post_attention_norm and post_ffw_norm
     embd_scale_sqrt: bool = False  # embeddings multiplied by sqrt(n_embd)
     swa_period: int = 0  # layer i uses the sliding window when i % period < period - 1
+    softcap: bool = False  # attention-score and final-logit soft-capping (Gemma 2)
     rope_base_swa: float = 0.0  # RoPE base of sliding-window layers (0: the file's base)
 
     def is_swa_layer(self, i: int) -> bool:
@@ -29,6 +30,9 @@ ARCHITECTURES = {
     "llama": ArchSpec("llama", rope_neox=False),
     "qwen2": ArchSpec("qwen2", rope_neox=True, qkv_bias=True),
     "phi3": ArchSpec("phi3", rope_neox=True, fused_qkv=True, fused_gate_up=True),
+    "qwen3": ArchSpec("qwen3", rope_neox=True, qk_norm=True),
+    "gemma2": ArchSpec("gemma2", rope_neox=True, gelu=True, post_norms=True,
+                       embd_scale_sqrt=True, swa_period=2, softcap=True),
     "gemma3": ArchSpec("gemma3", rope_neox=True, gelu=True, qk_norm=True, post_norms=True,
                        embd_scale_sqrt=True, swa_period=6, rope_base_swa=10000.0),
 }

@@ -113,12 +113,13 @@ class CPUBackend:
         k_cache[:, pos0:pos0 + n] = k.transpose(1, 0, 2)
         v_cache[:, pos0:pos0 + n] = v.transpose(1, 0, 2)
 
-    def attention(self, q, k_cache, v_cache, pos0, window, scale, out) -> None:
+    def attention(self, q, k_cache, v_cache, pos0, window, scale, softcap, out) -> None:
         if q.shape[0] > MATVEC_MAX_TOKENS:
-            attention.attention_matmul_unchecked(q, k_cache, v_cache, pos0, window, scale, out)
+            attention.attention_matmul_unchecked(q, k_cache, v_cache, pos0, window, scale, out,
+                                                 softcap)
         else:
             attention.attention_kernel(q, k_cache, v_cache, pos0, window, scale, self.scores,
-                                       out)
+                                       out, softcap)
 
     def gated(self, gate_up, out, gelu: bool) -> None:
         activations.gated_kernel(gate_up, out, gelu)
@@ -128,3 +129,9 @@ class CPUBackend:
 
     def scale(self, x, s) -> None:
         x *= s
+
+    def softcap(self, x, cap) -> None:
+        """x = cap * tanh(x / cap) in place, in llama.cpp's order of operations."""
+        x /= cap
+        np.tanh(x, out=x)
+        x *= cap

@@ -128,8 +128,9 @@ class CudaBackend:
         ops.store_kv[max(1, math.ceil(n * kvh * d / ops.THREADS)), ops.THREADS](
             k, v, k_cache, v_cache, pos0)
 
-    def attention(self, q, k_cache, v_cache, pos0, window, scale, out) -> None:
-        self.ops.launch_attention(q, k_cache, v_cache, pos0, window, scale, self.scores, out)
+    def attention(self, q, k_cache, v_cache, pos0, window, scale, softcap, out) -> None:
+        self.ops.launch_attention(q, k_cache, v_cache, pos0, window, scale, self.scores, out,
+                                  softcap)
 
     def gated(self, gate_up, out, gelu: bool) -> None:
         n, f = out.shape
@@ -141,3 +142,6 @@ class CudaBackend:
 
     def scale(self, x, s) -> None:
         self.ops.launch_elementwise(self.ops.scale_into, x, s)
+
+    def softcap(self, x, cap) -> None:
+        self.ops.launch_elementwise(self.ops.softcap_into, x, cap)

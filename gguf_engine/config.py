@@ -33,6 +33,8 @@ class Config:
     sliding_window: int  # 0: none
     swa_layers: tuple[bool, ...] = field(default=())  # (n_layers,) True where the window applies
     attn_scale: float = 0.0
+    attn_softcap: float = 0.0  # scores s -> cap * tanh(s / cap) before the softmax; 0: off
+    final_softcap: float = 0.0  # the same on the output logits
 
     @property
     def q_dim(self) -> int:
@@ -100,6 +102,13 @@ class Config:
         if f.get_str(p + "rope.scaling.type") == "linear":
             rope_scale = 1.0 / f.get_float(p + "rope.scaling.factor", 1.0, positive=True)
         base = f.get_float(p + "rope.freq_base", 10000.0, positive=True)
+        attn_softcap = final_softcap = 0.0
+        if spec.softcap:  # llama.cpp's defaults when the file does not say
+            attn_softcap = f.get_float(p + "attn_logit_softcapping", 50.0, positive=True)
+            final_softcap = f.get_float(p + "final_logit_softcapping", 30.0, positive=True)
+        # Gemma 2 27B (46 layers) scales queries by 1/sqrt(n_embd / n_heads), not by the head
+        # size (llama.cpp's f_attention_scale)
+        scale_dim = n_embd / n_heads if arch == "gemma2" and n_layers == 46 else head_dim
         return cls(
             arch=arch, spec=spec, n_vocab=n_vocab, n_embd=n_embd, n_layers=n_layers, n_ff=n_ff,
             n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, n_rot=n_rot,
@@ -107,7 +116,8 @@ class Config:
             norm_eps=f.get_float(p + "attention.layer_norm_rms_epsilon", 1e-5, positive=True),
             context_length=count("context_length", FALLBACK_CONTEXT_LENGTH),
             sliding_window=window, swa_layers=swa,
-            attn_scale=1.0 / math.sqrt(head_dim),
+            attn_scale=1.0 / math.sqrt(scale_dim),
+            attn_softcap=attn_softcap, final_softcap=final_softcap,
         )
 
 

@@ -161,7 +161,7 @@ class Transformer:
             be.rope(k, swa, cfg.spec.rope_neox)
             be.store_kv(cache.k[i], cache.v[i], pos0, k, v)
             be.attention(q, cache.k[i], cache.v[i], pos0, cfg.sliding_window if swa else 0,
-                         np.float32(cfg.attn_scale), att)
+                         np.float32(cfg.attn_scale), np.float32(cfg.attn_softcap), att)
             be.linear(lw.wo, att.reshape(n, H * D), proj)
             if lw.post_attn_norm is not None:
                 be.rmsnorm(proj, lw.post_attn_norm, eps, proj)
@@ -180,10 +180,12 @@ class Transformer:
         if all_logits:
             be.rmsnorm(x, w.output_norm, eps, xn)
             out = be.zeros((n, cfg.n_vocab))
-            be.linear(w.output, xn, out)
-            return be.to_host(out)
-        if not last:
+        elif last:
+            be.rmsnorm(x[n - 1 : n], w.output_norm, eps, xn[:1])
+            out, xn = s.logits, xn[:1]
+        else:
             return None
-        be.rmsnorm(x[n - 1 : n], w.output_norm, eps, xn[:1])
-        be.linear(w.output, xn[:1], s.logits)
-        return be.to_host(s.logits)
+        be.linear(w.output, xn, out)
+        if cfg.final_softcap:
+            be.softcap(out, np.float32(cfg.final_softcap))
+        return be.to_host(out)

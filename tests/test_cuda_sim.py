@@ -86,8 +86,8 @@ def test_rmsnorm_rope_gated():
         np.testing.assert_allclose(act.copy_to_host(), ref, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("window", [0, 3])
-def test_attention_gqa_window(window):
+@pytest.mark.parametrize("window, softcap", [(0, 0.0), (3, 0.0), (3, 0.5)])
+def test_attention_gqa_window(window, softcap):
     cuda, ops = _ops()
     rng = np.random.default_rng(2)
     n, H, KVH, D, n_ctx, pos0 = 3, 4, 2, 8, 8, 2
@@ -97,11 +97,22 @@ def test_attention_gqa_window(window):
     out = cuda.device_array((n, H, D), np.float32)
     scores = cuda.device_array((n * H, n_ctx), np.float32)
     ops.launch_attention(cuda.to_device(q), cuda.to_device(k), cuda.to_device(v), pos0, window,
-                         0.35, scores, out)
+                         0.35, scores, out, softcap)
     ref = np.empty((n, H, D), np.float32)
     kernels.attention.attention(q, k, v, pos0, window, np.float32(0.35),
-                                np.empty((2, n_ctx), np.float32), ref)
+                                np.empty((2, n_ctx), np.float32), ref, softcap)
     np.testing.assert_allclose(out.copy_to_host(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_final_logit_softcap():
+    from gguf_engine.backend_cpu import CPUBackend
+
+    cuda, ops = _ops()
+    x = np.random.default_rng(3).standard_normal((2, 40)).astype(np.float32) * 5
+    dx = cuda.to_device(x)
+    ops.launch_elementwise(ops.softcap_into, dx, np.float32(1.5))
+    CPUBackend().softcap(x, np.float32(1.5))
+    np.testing.assert_allclose(dx.copy_to_host(), x, rtol=1e-6, atol=1e-6)
 
 
 def _tiny_model(path, arch="llama"):

@@ -1,5 +1,6 @@
 """Tier 3: every synthetic model and quantization against llama.cpp's golden outputs (exact
-route: float math on the dequantized weights)."""
+route: float math on the dequantized weights), `synthetic/` and `more-archs/` (qwen3, gemma2)
+alike."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ from conftest import fixtures_dir
 
 import gguf_engine
 
-MODELS = sorted(p.stem for p in (fixtures_dir() / "synthetic").glob("*.gguf")) if fixtures_dir() \
-    else []
+DIRS = ("synthetic", "more-archs")
+MODELS = sorted(f"{d}/{p.stem}" for d in DIRS for p in (fixtures_dir() / d).glob("*.gguf")) \
+    if fixtures_dir() else []
 LOGIT_TOL = 5e-3  # max |Δ| / std against exact_logits (fixtures README, exact engine)
 
 
 @pytest.fixture(scope="module", params=MODELS)
 def case(request, fixtures):
     name = request.param
-    model = gguf_engine.load(fixtures / "synthetic" / f"{name}.gguf")
-    golden = np.load(fixtures / "synthetic" / f"{name}.npz")
+    model = gguf_engine.load(fixtures / f"{name}.gguf")
+    golden = np.load(fixtures / f"{name}.npz")
     return name, model, golden
 
 

@@ -57,7 +57,7 @@ def test_rope(neox, n_rot, with_factors):
     np.testing.assert_array_equal(got[:, :, n_rot:], x[:, :, n_rot:])
 
 
-def attention_reference(q, k, v, pos0, window, scale):
+def attention_reference(q, k, v, pos0, window, scale, softcap=0.0):
     n_tokens, n_heads, hd = q.shape
     group = n_heads // k.shape[0]
     out = np.zeros((n_tokens, n_heads, hd))
@@ -67,16 +67,19 @@ def attention_reference(q, k, v, pos0, window, scale):
         for h in range(n_heads):
             kk = k[h // group, lo : p + 1].astype(np.float64)
             s = kk @ q[t, h].astype(np.float64) * scale
+            if softcap:
+                s = softcap * np.tanh(s / softcap)
             e = np.exp(s - s.max())
             out[t, h] = (e / e.sum()) @ v[h // group, lo : p + 1].astype(np.float64)
     return out
 
 
+@pytest.mark.parametrize("softcap", [0.0, 0.5])
 @pytest.mark.parametrize("blas", [False, True], ids=["kernel", "matmul"])
 @pytest.mark.parametrize("window", [0, 4])
 @pytest.mark.parametrize("pos0,n_tokens", [(0, 9), (6, 1), (3, 5), (2, 11)])
 @pytest.mark.parametrize("hd", [16, 72, 144])  # vector widths: one, some and a tail, 4-wide blocks
-def test_attention_gqa_window(window, pos0, n_tokens, blas, hd, monkeypatch):
+def test_attention_gqa_window(window, pos0, n_tokens, blas, hd, softcap, monkeypatch):
     monkeypatch.setattr(attention, "QUERY_BLOCK", 4)  # several query blocks, a short last one
     n_heads, n_kv, n_ctx = 4, 2, 32
     q = rng.standard_normal((n_tokens, n_heads, hd)).astype(np.float32)
@@ -87,10 +90,10 @@ def test_attention_gqa_window(window, pos0, n_tokens, blas, hd, monkeypatch):
     out = np.empty_like(q)
     scores = np.empty((3, n_ctx), np.float32)
     if blas:
-        attention.attention_matmul(q, k, v, pos0, window, np.float32(scale), out)
+        attention.attention_matmul(q, k, v, pos0, window, np.float32(scale), out, softcap)
     else:
-        attention.attention(q, k, v, pos0, window, np.float32(scale), scores, out)
-    ref = attention_reference(q, np.nan_to_num(k), v, pos0, window, scale)
+        attention.attention(q, k, v, pos0, window, np.float32(scale), scores, out, softcap)
+    ref = attention_reference(q, np.nan_to_num(k), v, pos0, window, scale, softcap)
     assert rel_err(out, ref) < 1e-5
 
 

@@ -11,7 +11,8 @@ from conftest import fixtures_dir
 
 import gguf_engine
 
-VOCABS = ["llama", "llama3", "qwen2", "phi3", "gemma3"]
+VOCABS = ["synthetic/llama", "synthetic/llama3", "synthetic/qwen2", "synthetic/phi3",
+          "synthetic/gemma3", "more-archs/qwen3", "more-archs/gemma2"]
 
 
 def _rows(path):
@@ -34,8 +35,8 @@ def check_rows(model, rows):
 
 @pytest.mark.parametrize("vocab", VOCABS)
 def test_synthetic_tokenizers(fixtures, vocab):
-    model = gguf_engine.load(fixtures / "synthetic" / f"{vocab}-Q8_0.gguf", n_ctx=64)
-    rows = _rows(fixtures / "synthetic" / f"{vocab}-tokenizer.json")
+    model = gguf_engine.load(fixtures / f"{vocab}-Q8_0.gguf", n_ctx=64)
+    rows = _rows(fixtures / f"{vocab}-tokenizer.json")
     assert len(rows) >= 10
     check_rows(model, rows)
 

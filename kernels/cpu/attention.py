@@ -9,7 +9,7 @@ from .flags import FASTMATH
 from .simd import LANES, vfma, vload_f32, vmul, vsplat, vstore_f32, vsum, vzero
 
 
-def _check(q, k_cache, v_cache, pos0, window, scale, out):
+def _check(q, k_cache, v_cache, pos0, window, scale, softcap, out):
     """The shared argument checks of `attention` and `attention_matmul`."""
     n, n_heads, head_dim = checks.array("q", q, (None, None, None), contiguous=True).shape
     n_kv, n_ctx, _ = checks.array("k_cache", k_cache, (None, None, head_dim),
@@ -25,27 +25,31 @@ def _check(q, k_cache, v_cache, pos0, window, scale, out):
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 0:
         raise ValueError(f"window must be an integer >= 0, got {window!r}")
     checks.finite("scale", scale)
+    if checks.finite("softcap", softcap) < 0:
+        raise ValueError(f"softcap must be >= 0 (0: off), got {softcap}")
     checks.writable("out", out, q, k_cache, v_cache)
     return n
 
 
-def attention(q, k_cache, v_cache, pos0, window, scale, scores, out):
+def attention(q, k_cache, v_cache, pos0, window, scale, scores, out, softcap=0.0):
     """q (n_tokens, n_heads, head_dim): queries at positions pos0 .. pos0 + n_tokens - 1.
     k_cache, v_cache (n_kv_heads, n_ctx, head_dim): keys/values, filled up to the last query.
     window: a query at p sees keys at p - window + 1 .. p (llama.cpp's rule); 0 means no window.
+    softcap > 0: each scaled score s becomes softcap * tanh(s / softcap) (Gemma 2).
     scores (n_parts, >= pos0 + n_tokens) float32 scratch, one row per parallel part;
     out (n_tokens, n_heads, head_dim). All float32, C-contiguous."""
-    n = _check(q, k_cache, v_cache, pos0, window, scale, out)
+    n = _check(q, k_cache, v_cache, pos0, window, scale, softcap, out)
     parts, width = checks.array("scores", scores, (None, None), contiguous=True).shape
     if parts < 1 or width < pos0 + n:
         raise ValueError(f"scores must have at least 1 row of {pos0 + n} values, got "
                          f"{scores.shape}")
     checks.writable("scores", scores, q, k_cache, v_cache, out)
-    attention_kernel(q, k_cache, v_cache, int(pos0), int(window), np.float32(scale), scores, out)
+    attention_kernel(q, k_cache, v_cache, int(pos0), int(window), np.float32(scale), scores, out,
+                     np.float32(softcap))
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def attention_kernel(q, k_cache, v_cache, pos0, window, scale, scores, out):
+def attention_kernel(q, k_cache, v_cache, pos0, window, scale, scores, out, softcap):
     """`attention` without the checks."""
     n_tokens, n_heads, head_dim = q.shape
     group = n_heads // k_cache.shape[0]
@@ -55,11 +59,13 @@ def attention_kernel(q, k_cache, v_cache, pos0, window, scale, scores, out):
         sc = scores[part]
         # interleaved, so the long rows of late causal queries spread over the parts
         for th in range(part, n_items, n_parts):
-            _attend_one(q, k_cache, v_cache, pos0, window, scale, sc, out, th, n_heads, group)
+            _attend_one(q, k_cache, v_cache, pos0, window, scale, softcap, sc, out, th, n_heads,
+                        group)
 
 
 @njit(inline="always")
-def _attend_one(q, k_cache, v_cache, pos0, window, scale, sc, out, th, n_heads, group):
+def _attend_one(q, k_cache, v_cache, pos0, window, scale, softcap, sc, out, th, n_heads,
+                group):
     head_dim = q.shape[2]
     t = th // n_heads
     h = th % n_heads
@@ -85,6 +91,8 @@ def _attend_one(q, k_cache, v_cache, pos0, window, scale, sc, out, th, n_heads, 
         for d in range(vec_dim, head_dim):
             s += qv[d] * keys[kj + d]
         s *= scale
+        if softcap > 0:
+            s = softcap * np.tanh(s / softcap)
         sc[j] = s
         if s > m:
             m = s
@@ -123,16 +131,16 @@ def _attend_one(q, k_cache, v_cache, pos0, window, scale, sc, out, th, n_heads, 
 QUERY_BLOCK = 128
 
 
-def attention_matmul(q, k_cache, v_cache, pos0, window, scale, out):
+def attention_matmul(q, k_cache, v_cache, pos0, window, scale, out, softcap=0.0):
     """`attention` for many queries at once through BLAS (prefill): per block of queries and
     group of query heads that share a KV head, scores = Q K^T for the keys the block can see,
     masked, softmaxed in float32, times V. Same arguments and meaning as `attention`, without
     the scratch."""
-    _check(q, k_cache, v_cache, pos0, window, scale, out)
-    attention_matmul_unchecked(q, k_cache, v_cache, pos0, window, scale, out)
+    _check(q, k_cache, v_cache, pos0, window, scale, softcap, out)
+    attention_matmul_unchecked(q, k_cache, v_cache, pos0, window, scale, out, softcap)
 
 
-def attention_matmul_unchecked(q, k_cache, v_cache, pos0, window, scale, out):
+def attention_matmul_unchecked(q, k_cache, v_cache, pos0, window, scale, out, softcap=0.0):
     """`attention_matmul` without the checks."""
     n_tokens, n_heads, head_dim = q.shape
     n_kv = k_cache.shape[0]
@@ -154,6 +162,10 @@ def attention_matmul_unchecked(q, k_cache, v_cache, pos0, window, scale, out):
             s = qg @ k_cache[kv, lo:end].T  # (n * group, keys)
             s3 = s.reshape(n, group, -1)
             s3 *= scale
+            if softcap > 0:
+                s3 /= np.float32(softcap)
+                np.tanh(s3, out=s3)
+                s3 *= np.float32(softcap)
             s3 += bias
             s -= s.max(axis=1, keepdims=True)
             np.exp(s, out=s)

@@ -53,8 +53,9 @@ def rope(x, positions, inv_freq, neox):
 
 
 @cuda.jit
-def attention(q, k_cache, v_cache, pos0, window, scale, scores, out):
-    """One block per (token, head); scores (n_tokens * n_heads, n_ctx) is scratch."""
+def attention(q, k_cache, v_cache, pos0, window, scale, softcap, scores, out):
+    """One block per (token, head); scores (n_tokens * n_heads, n_ctx) is scratch; softcap > 0
+    caps each scaled score at softcap * tanh(s / softcap)."""
     th = cuda.blockIdx.x
     tid = cuda.threadIdx.x
     sh = cuda.shared.array(THREADS, float32)
@@ -71,6 +72,8 @@ def attention(q, k_cache, v_cache, pos0, window, scale, scores, out):
         for d in range(head_dim):
             s += q[t, h, d] * k_cache[kv, j, d]
         s *= scale
+        if softcap > 0:
+            s = softcap * math.tanh(s / softcap)
         scores[th, j] = s
         m = max(m, s)
     m = _block_reduce(sh, tid, m, True)
@@ -144,6 +147,14 @@ def scale_into(x, s):
 
 
 @cuda.jit
+def softcap_into(x, cap):
+    """x = cap * tanh(x / cap), as llama.cpp's final-logit soft-capping."""
+    t, i = cuda.grid(2)
+    if t < x.shape[0] and i < x.shape[1]:
+        x[t, i] = cap * math.tanh(x[t, i] / cap)
+
+
+@cuda.jit
 def add_bias(x, b):
     t, i = cuda.grid(2)
     if t < x.shape[0] and i < x.shape[1]:
@@ -173,9 +184,10 @@ def launch_rope(x, positions, inv_freq, neox):
     rope[math.ceil(n / THREADS), THREADS](x, positions, inv_freq, neox)
 
 
-def launch_attention(q, k_cache, v_cache, pos0, window, scale, scores, out):
+def launch_attention(q, k_cache, v_cache, pos0, window, scale, scores, out, softcap=0.0):
     attention[q.shape[0] * q.shape[1], THREADS](q, k_cache, v_cache, pos0, window,
-                                                np.float32(scale), scores, out)
+                                                np.float32(scale), np.float32(softcap), scores,
+                                                out)
 
 
 def launch_elementwise(kernel, x, *args):
