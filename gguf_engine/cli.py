@@ -194,7 +194,7 @@ def _chat_template(args, model) -> str | None:
     if f.get("tokenizer.chat_template") is not None:
         return None
     name = f.get("general.name") or f.path.name
-    if model.config.spec.name != "gemma3":
+    if not model.config.spec.name.startswith("gemma"):
         raise CLIError(f"{f.path.name} has no chat template: pass one with --chat-template "
                        "TEXT or --chat-template-file FILE (a Jinja2 template)")
     base = " and looks like a base model, which continues text instead of answering" \

@@ -291,12 +291,15 @@ class Model:
         return self.tokenizer.piece(token).decode("utf-8", errors="replace")
 
     # -- chat --------------------------------------------------------------------------
-    def chat_prompt(self, messages, chat_template: str | None = None) -> list[int]:
-        """The token ids of `messages` rendered with the chat template, ready to generate."""
+    def apply_chat_template(self, messages, *, tools=None, add_generation_prompt: bool = True,
+                            chat_template: str | None = None, **template_kwargs) -> str:
+        """The prompt text of `messages` (and `tools`, OpenAI-style function specs) rendered
+        with the file's chat template, or `chat_template`, as Hugging Face renders it;
+        template_kwargs are extra template variables (enable_thinking=False for Qwen 3)."""
         tk = self.tokenizer
-        template = chat_template or self.file.get("tokenizer.chat_template")
+        template = chat_template or self.file.get_str("tokenizer.chat_template")
         if template is None:
-            if self.config.spec.name != "gemma3":
+            if not self.config.spec.name.startswith("gemma"):
                 raise ChatTemplateError(f"{self.file.path} has no chat template; pass "
                                         "chat_template= (a Jinja2 string)")
             template = GEMMA_TEMPLATE
@@ -306,19 +309,31 @@ class Model:
         # the context whatever it holds: refused before it is tokenized
         limit = self.n_ctx * tk.max_piece_chars
         try:
-            text = render(template, messages, bos_token=bos, eos_token=eos, max_chars=limit)
+            return render(template, messages, bos_token=bos, eos_token=eos, tools=tools,
+                          add_generation_prompt=add_generation_prompt, max_chars=limit,
+                          **template_kwargs)
         except RenderedPromptTooLong:
             raise ContextOverflowError(f"the rendered chat prompt is longer than the context "
                                        f"of {self.n_ctx} tokens (n_ctx) can hold") from None
+
+    def chat_prompt(self, messages, chat_template: str | None = None, tools=None,
+                    template_kwargs: dict | None = None) -> list[int]:
+        """The token ids of `messages` rendered with the chat template, ready to generate:
+        `apply_chat_template`'s text tokenized with special tokens parsed."""
+        tk = self.tokenizer
+        text = self.apply_chat_template(messages, tools=tools, chat_template=chat_template,
+                                        **(template_kwargs or {}))
         ids = self.tokenize(text, add_bos=False, special=True)
         if tk.add_bos and tk.bos_id is not None and (not ids or ids[0] != tk.bos_id):
             ids.insert(0, tk.bos_id)
         return ids
 
-    def chat(self, messages, chat_template: str | None = None, **sampling):
-        """Reply to `messages` ([{"role": ..., "content": ...}]); same result and streaming forms
-        as `generate`."""
-        return self.generate(self.chat_prompt(messages, chat_template), **sampling)
+    def chat(self, messages, chat_template: str | None = None, tools=None,
+             template_kwargs: dict | None = None, **sampling):
+        """Reply to `messages` ([{"role": ..., "content": ...}], optionally with `tools`);
+        same result and streaming forms as `generate`."""
+        return self.generate(self.chat_prompt(messages, chat_template, tools, template_kwargs),
+                             **sampling)
 
 
 def _drain(gen) -> GenerationResult:

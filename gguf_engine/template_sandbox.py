@@ -42,8 +42,10 @@ class RenderedTooLong(TemplateRenderError):
 
 # -- the worker side ---------------------------------------------------------------------
 def _environment():
-    """Jinja2's ImmutableSandboxedEnvironment as llama-cpp-python and Hugging Face set it up
-    (trim_blocks, lstrip_blocks), with the size-building operators intercepted."""
+    """Jinja2's ImmutableSandboxedEnvironment as Hugging Face's apply_chat_template sets it up
+    (GGUF templates are written for it): trim_blocks, lstrip_blocks, the loopcontrols extension
+    ({% break %}, {% continue %}), a `tojson` that keeps key order and non-ASCII text,
+    `raise_exception` and `strftime_now`; with the size-building operators intercepted."""
     from jinja2.exceptions import SecurityError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -72,7 +74,10 @@ def _environment():
                                     f"items (at most {MAX_BUILT})")
             return super().call_binop(context, operator, left, right)
 
-    env = Env(trim_blocks=True, lstrip_blocks=True)
+    env = Env(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
     lipsum = env.globals["lipsum"]
 
     def capped_lipsum(n=5, html=True, min=20, max=100):  # noqa: A002 (Jinja's own names)
@@ -88,6 +93,18 @@ def _raise_exception(message):
     from jinja2 import TemplateError
 
     raise TemplateError(message)
+
+
+def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    """Hugging Face's tojson: json.dumps as it is (Jinja's own sorts keys and escapes HTML)."""
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                      sort_keys=sort_keys)
+
+
+def _strftime_now(fmt):
+    from datetime import datetime
+
+    return datetime.now().strftime(fmt)
 
 
 _PARSED: dict = {}  # template text -> compiled template, in the worker (a chat reuses one)
@@ -111,7 +128,7 @@ def render_here(env, template: str, context: dict, max_chars: int) -> str:
     except (TemplateError, RecursionError, MemoryError) as e:
         raise TemplateRenderError(f"the chat template does not parse: {e}") from None
     try:
-        text = tmpl.render(raise_exception=_raise_exception, **context)
+        text = tmpl.render(**context)
     except SecurityError as e:
         raise TemplateRenderError(f"the chat template tried an unsafe operation: {e}") from None
     except TemplateError as e:
