@@ -18,17 +18,44 @@ if os.environ["NUMBA_ENABLE_CUDASIM"] == "1":
     sys.setswitchinterval(1e-4)
 
 
-def _thread_safe_simulated_device_calls() -> None:
-    """The simulator points a device function's global `cuda` at the running kernel's fake
-    module for each call and restores the real one after; two simulated threads inside the same
-    device function (block_reduce) race on that: the first to return restores the real module
-    while the other still needs cuda.syncthreads. The fast switch interval above makes the race
-    common. Reference-counted per globals dict, the swap holds until the last caller returns."""
+def _thread_safe_simulator() -> None:
+    """Two races of the simulator that the fast switch interval above makes common.
+
+    - It points a device function's global `cuda` at the running kernel's fake module for each
+      call and restores the real one after; two simulated threads inside the same device
+      function (block_reduce) race on that: the first to return restores the real module while
+      the other still needs cuda.syncthreads. Reference-counted per globals dict here, the
+      swap holds until the last caller returns.
+    - `cuda.shared.array` gets or creates the block's array without a lock, so two threads can
+      each create one and stop sharing it (a reduction then sums half its values). Locked here.
+    """
     import contextlib
     import threading
+    import traceback
 
-    from numba import cuda
-    from numba.cuda.simulator import kernel
+    import numpy as np
+    from numba import cuda, types
+    from numba.cuda.simulator import kernel, kernelapi
+    from numba.np import numpy_support
+
+    shared_array = kernelapi.FakeCUDAShared.array
+    shared_lock = threading.Lock()
+
+    def locked_shared_array(self, shape, dtype):
+        if shape == 0:  # dynamic shared memory: one buffer, no get-or-create
+            return shared_array(self, shape, dtype)
+        if not isinstance(dtype, np.dtype):
+            dtype = numpy_support.as_dtype(dtype) if isinstance(dtype, types.Type) else \
+                np.dtype(dtype)
+        # keyed by the kernel's source line, as the simulator does
+        caller = traceback.extract_stack(sys._getframe(1), limit=1)[0][0:2]
+        with shared_lock:
+            res = self._allocations.get(caller)
+            if res is None:
+                res = self._allocations[caller] = np.empty(shape, dtype)
+        return res
+
+    kernelapi.FakeCUDAShared.array = locked_shared_array
 
     lock = threading.Lock()
     active: dict = {}  # id(globals) -> [callers inside, the globals that were the cuda module]
@@ -55,7 +82,7 @@ def _thread_safe_simulated_device_calls() -> None:
 
 
 if os.environ["NUMBA_ENABLE_CUDASIM"] == "1":
-    _thread_safe_simulated_device_calls()
+    _thread_safe_simulator()
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
