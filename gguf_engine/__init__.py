@@ -43,9 +43,9 @@ def load(model=None, *, n_ctx: int | None = None, n_threads: int | None = None,
 
         device = "cuda" if cuda_available() else "cpu"
     if n_threads is not None and device == "cpu":
-        from .backend_cpu import CPUBackend
+        from .backend_cpu import thread_count
 
-        CPUBackend(n_threads)  # checks the value before the file is read
+        thread_count(n_threads)  # checked before the file is read or downloaded
     if model is None and not (hf_repo or hf_file):
         path = default_model_path()
     else:

@@ -23,16 +23,21 @@ def _blas_controller() -> ThreadpoolController:
     return _BLAS
 
 
+def thread_count(n_threads: int | None) -> int:
+    """n_threads checked against NUMBA_NUM_THREADS, which caps it and is the default."""
+    limit = numba.config.NUMBA_NUM_THREADS
+    if n_threads is not None and (isinstance(n_threads, bool) or not isinstance(
+            n_threads, int) or not 1 <= n_threads <= limit):
+        raise ValueError(f"invalid n_threads={n_threads!r}: must be 1..{limit} "
+                         "(NUMBA_NUM_THREADS caps it)")
+    return n_threads or limit
+
+
 class CPUBackend:
     name = "cpu"
 
     def __init__(self, n_threads: int | None = None):
-        limit = numba.config.NUMBA_NUM_THREADS
-        if n_threads is not None and (isinstance(n_threads, bool) or not isinstance(
-                n_threads, int) or not 1 <= n_threads <= limit):
-            raise ValueError(f"invalid n_threads={n_threads!r}: must be 1..{limit} "
-                             "(NUMBA_NUM_THREADS caps it)")
-        self.n_threads = n_threads or limit
+        self.n_threads = thread_count(n_threads)
 
     # -- memory ------------------------------------------------------------------------
     def zeros(self, shape) -> np.ndarray:
