@@ -9,8 +9,10 @@ table of token bytes.
   is the best-scoring vocabulary piece (ties: the leftmost), then spell leftover characters as
   byte tokens. It needs only a piece -> id table, so building it costs no more than reading the
   vocabulary (a `tokenizers` BPE emulating it needed 514k merges and a second to build).
-- Byte-level BPE (`gpt2`): a `tokenizers` BPE with the file's merges and the pre-tokenizer regex
-  that `tokenizer.ggml.pre` names (llama.cpp's `llama-vocab.cpp`).
+- Byte-level BPE (`gpt2`): text split into pieces by the rule `tokenizer.ggml.pre` names
+  (`pretokenizer.py`, llama.cpp's table), each piece spelled in GPT-2's byte code and merged by a
+  `tokenizers` BPE with the file's merges. Rules for SentencePiece-style BPE (Gemma 4) merge raw
+  UTF-8 with spaces as ▁ instead.
 """
 
 from __future__ import annotations
@@ -18,35 +20,32 @@ from __future__ import annotations
 import codecs
 import functools
 import heapq
+import itertools
 import re
 
 import numpy as np
-from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, models
 
+from . import pretokenizer
 from .gguf_file import GGUFError, GGUFFile
 
 # llama.cpp's token types (tokenizer.ggml.token_type)
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
-_GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-PRE_TOKENIZER_REGEX = {
-    "default": _GPT2_SPLIT,
-    "gpt-2": _GPT2_SPLIT,
-    "llama-bpe": (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
-                  r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
-    "qwen2": (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|"
-              r"\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
-}
 # llama.cpp treats the end of generation as any of these token texts, besides EOS/EOT/EOM ids.
 EOG_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
              "<EOT>", "_<EOT>", "<|end_of_text|>", "<|return|>", "<|call|>")
+# llama_detokenize's clean-up for the vocabularies that ask for it: no space before . , ! ?,
+# none around a lone apostrophe, none before 's 'm 're 've
+_SPACE_BEFORE_PUNCT = re.compile(r" ([?!.,])")
+_SPACE_BEFORE_CONTRACTION = re.compile(r" '(?=[sm]|re|ve)")
 _BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 # C's isspace(): the whitespace a right-stripping special token swallows after itself
 _C_SPACE = " \t\n\v\f\r"
 
 
-def _gpt2_byte_decoder() -> dict[str, int]:
-    """GPT-2's printable-unicode stand-ins for bytes, reversed: char -> byte."""
+def _gpt2_byte_chars() -> list[str]:
+    """(256,) GPT-2's printable stand-in character for each byte."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
         range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -56,7 +55,24 @@ def _gpt2_byte_decoder() -> dict[str, int]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+    chars = [""] * 256
+    for b, c in zip(bs, cs, strict=True):
+        chars[b] = chr(c)
+    return chars
+
+
+_GPT2_BYTE_CHARS = _gpt2_byte_chars()
+# str.translate table from a Latin-1 view of UTF-8 bytes to GPT-2's byte characters
+_GPT2_ENCODE = {b: c for b, c in enumerate(_GPT2_BYTE_CHARS)}
+
+
+def _gpt2_spell(piece: str) -> str:
+    return piece.encode("utf-8", "surrogatepass").decode("latin-1").translate(_GPT2_ENCODE)
+
+
+def _gpt2_byte_decoder() -> dict[str, int]:
+    """GPT-2's printable-unicode stand-ins for bytes, reversed: char -> byte."""
+    return {c: b for b, c in enumerate(_GPT2_BYTE_CHARS)}
 
 
 class GGUFTokenizer:
@@ -81,8 +97,14 @@ class GGUFTokenizer:
                             f"holds {types.dtype}")
         self.types = (types.astype(np.int32) if types is not None
                       else np.full(n, NORMAL, np.int32))  # (n_vocab,)
-        self.pre = f.get_str("tokenizer.ggml.pre", "default")
         is_spm = self.kind == "llama"
+        self.pre: pretokenizer.PreTokenizer | None = None  # the BPE split rule
+        if not is_spm:
+            name = f.get_str("tokenizer.ggml.pre", "default")
+            try:
+                self.pre = pretokenizer.lookup(name)
+            except ValueError as e:
+                raise GGUFError(f"{f.path}: tokenizer.ggml.pre: {e}") from None
 
         def token_id(key, default=None):
             return f.get_int(key, default if default is not None and default < n else None,
@@ -92,7 +114,12 @@ class GGUFTokenizer:
         self.bos_id = token_id("tokenizer.ggml.bos_token_id", 1 if is_spm else None)
         self.eos_id = token_id("tokenizer.ggml.eos_token_id", 2 if is_spm else None)
         self.eot_id = token_id("tokenizer.ggml.eot_token_id")
-        self.add_bos = f.get_bool("tokenizer.ggml.add_bos_token", is_spm)
+        self.add_bos = f.get_bool("tokenizer.ggml.add_bos_token",
+                                  is_spm or (self.pre is not None and self.pre.add_bos))
+        if self.pre is not None and self.pre.rule == "gemma4" and self.pre.add_bos:
+            self.add_bos = True  # llama.cpp overrides a Gemma 4 file that says otherwise
+        # llama_detokenize's clean-up of spaces before punctuation (not applied to streams)
+        self.clean_spaces = self.pre is not None and self.pre.clean_spaces
         self.add_eos = f.get_bool("tokenizer.ggml.add_eos_token", False)
         eog = {i for i in (self.eos_id, self.eot_id, token_id("tokenizer.ggml.eom_token_id"))
                if i is not None}
@@ -100,7 +127,8 @@ class GGUFTokenizer:
         eog |= {int(i) for i in marked if self.tokens[i] in EOG_TEXTS}
         self.eog_ids = frozenset(eog)
         self._pieces: dict[int, bytes] = {}
-        self._byte_decoder = None if is_spm else _gpt2_byte_decoder()
+        self._byte_decoder = (_gpt2_byte_decoder() if self.pre is not None
+                              and self.pre.byte_encode else None)
         self._specials = self._special_tokens(f.get_str("general.name", "").lower())
         self._ids = {t: i for i, t in enumerate(self.tokens)}  # piece -> id, last one wins
         if is_spm:
@@ -144,9 +172,6 @@ class GGUFTokenizer:
         merges = f.get_strings("tokenizer.ggml.merges")
         if merges is None:
             raise GGUFError(f"{f.path}: a byte-level BPE vocabulary needs tokenizer.ggml.merges")
-        if self.pre not in PRE_TOKENIZER_REGEX:
-            raise GGUFError(f"{f.path}: unsupported pre-tokenizer {self.pre!r} (supported: "
-                            f"{', '.join(sorted(PRE_TOKENIZER_REGEX))})")
         pairs = [tuple(m.split(" ", 1)) for m in merges.to_list()]
         bad = next((i for i, pair in enumerate(pairs) if len(pair) != 2), None)
         if bad is not None:
@@ -154,15 +179,57 @@ class GGUFTokenizer:
                             "two pieces separated by a space")
         try:
             model = models.BPE(vocab=self._ids, merges=pairs,
-                               ignore_merges=self.pre == "llama-bpe")
+                               ignore_merges=self.pre.ignore_merges)
         except Exception as e:  # tokenizers raises a bare Exception (e.g. a merge not in vocab)
             raise GGUFError(f"{f.path}: tokenizer.ggml.merges: {e}") from None
-        tok = Tokenizer(model)
-        tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(PRE_TOKENIZER_REGEX[self.pre]), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])
-        return tok
+        # The pieces come split (pretokenizer.py) and spelled; no pre-tokenizer here. Every
+        # character of a piece must be a token, or merging would join its neighbours across it
+        # (tokenizers drops unknown characters, llama.cpp keeps them between): true of a full
+        # byte-level vocabulary, checked per piece otherwise.
+        self._all_chars_known = self.pre.byte_encode and all(
+            c in self._ids for c in _GPT2_BYTE_CHARS)
+        return Tokenizer(model)
+
+    def _bpe_encode(self, text: str) -> list[int]:
+        """llama.cpp's BPE session over one piece of text between special tokens."""
+        pieces = self.pre.split(text)
+        if self.pre.byte_encode:
+            pieces = list(map(_gpt2_spell, pieces))
+        out: list[int] = []
+        batch: list[str] = []  # pieces merged together in one call
+        for p in pieces:
+            whole = self._ids.get(p) if self.pre.newline_tokens and not p.strip("\n") else None
+            if whole is None and (self._all_chars_known or all(c in self._ids for c in p)):
+                batch.append(p)
+                continue
+            if batch:
+                out += self._merge(batch)
+                batch = []
+            if whole is not None:  # Gemma 4: a run of newlines that is a token stays whole
+                out.append(whole)
+                continue
+            # characters without a token: merged only between them, each spelled by its byte
+            # tokens where the vocabulary has them, else dropped (llama.cpp)
+            for known, run in itertools.groupby(p, key=lambda c: c in self._ids):
+                run = "".join(run)
+                if known:
+                    out += self._merge([run])
+                else:
+                    out += [t for c in run for t in self._byte_fallback(c)]
+        if batch:
+            out += self._merge(batch)
+        return out
+
+    def _merge(self, pieces: list[str]) -> list[int]:
+        return self._bpe.encode(pieces, is_pretokenized=True, add_special_tokens=False).ids
+
+    def _byte_fallback(self, c: str) -> list[int]:
+        data = c.encode("utf-8", "surrogatepass")
+        if self.pre.byte_encode:  # llama.cpp looks each byte up as a one-byte text
+            names = [chr(b) for b in data if b < 0x80]
+        else:
+            names = [f"<0x{b:02X}>" for b in data]
+        return [self._ids[n] for n in names if n in self._ids]
 
     # -- encoding ----------------------------------------------------------------------
     def _partition(self, text: str, special: bool) -> list[str | int]:
@@ -257,7 +324,7 @@ class GGUFTokenizer:
                 ids += self._spm(frag.replace(" ", "▁"))
                 after_special = False
             else:
-                ids += self._bpe.encode(frag, add_special_tokens=False).ids
+                ids += self._bpe_encode(frag)
         if add_eos and self.eos_id is not None:
             ids.append(self.eos_id)
         return ids
@@ -299,6 +366,10 @@ class GGUFTokenizer:
         text = data.decode("utf-8", errors="replace")
         if self.add_space_prefix and self._byte_decoder is None and text.startswith(" "):
             text = text[1:]  # the space SentencePiece prepends (llama.cpp removes it too)
+        if self.clean_spaces:  # llama_detokenize's three passes, in order
+            text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
+            text = text.replace(" ' ", "'")
+            text = _SPACE_BEFORE_CONTRACTION.sub("'", text)
         return text
 
     def stream_decoder(self) -> StreamDecoder:
