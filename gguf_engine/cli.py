@@ -9,6 +9,7 @@ import time
 
 from . import __version__
 from .defaults import DEFAULT_N_CTX, SAMPLING
+from .text_split import THINK_CLOSE, THINK_OPEN, ReasoningText
 
 
 class CLIError(Exception):
@@ -126,9 +127,18 @@ def _stream_out(stream, verbose: bool):
     """Print a Stream as it comes; returns its result."""
     if _NOTICE is not None:
         _NOTICE.close()  # compiling is over once text comes: end the bar before it
+    tty = sys.stdout.isatty()
+    # a chat reply's reasoning (ReasoningText pieces): dim on a terminal, else in its tags
+    marks = ("\x1b[2m", "\x1b[0m") if tty else (THINK_OPEN, THINK_CLOSE + "\n")
+    thinking = False
     for piece in stream:
+        if isinstance(piece, ReasoningText) != thinking:
+            thinking = not thinking
+            sys.stdout.write(marks[0] if thinking else marks[1])
         sys.stdout.write(piece)
         sys.stdout.flush()
+    if thinking:
+        sys.stdout.write(marks[1])
     res = stream.result
     if verbose and res is not None:
         t = res.timings

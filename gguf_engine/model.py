@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -13,6 +13,7 @@ from .chat import GEMMA_TEMPLATE, ChatTemplateError, RenderedPromptTooLong, rend
 from .defaults import SAMPLING
 from .gguf_file import GGUFFile
 from .sampling import Sampler, SamplingParams, log_softmax
+from .text_split import ReasoningSplitter, ReasoningText, held_prefix_len, opens_reasoning
 from .tokenizer import GGUFTokenizer
 from .transformer import ContextOverflowError, Transformer
 
@@ -41,6 +42,8 @@ class GenerationResult:
     prompt_tokens: list[int]
     logprobs: list[dict] | None = None  # with logprobs=k: per token, OpenAI style
     timings: Timings = field(default_factory=Timings)
+    # chat: a reasoning model's <think> block, apart from `text` (the answer); None without one
+    reasoning: str | None = None
 
 
 class StreamInvalidatedError(RuntimeError):
@@ -72,17 +75,6 @@ class Stream:
         except StopIteration as stop:
             self.result = stop.value
             raise
-
-
-def _stop_prefix_len(text: str, stops) -> int:
-    """Length of the longest end of `text` that could begin a stop string."""
-    best = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:k]):
-                best = k
-                break
-    return best
 
 
 class Model:
@@ -255,7 +247,7 @@ class Model:
                         yield piece
                     finish = "stop"
                     break
-                keep = _stop_prefix_len(held, stops)
+                keep = held_prefix_len(held, stops)
                 piece, held = held[: len(held) - keep], held[len(held) - keep :]
             else:
                 piece, held = held, ""
@@ -320,20 +312,59 @@ class Model:
                     template_kwargs: dict | None = None) -> list[int]:
         """The token ids of `messages` rendered with the chat template, ready to generate:
         `apply_chat_template`'s text tokenized with special tokens parsed."""
+        return self._chat_ids(self.apply_chat_template(
+            messages, tools=tools, chat_template=chat_template, **(template_kwargs or {})))
+
+    def _chat_ids(self, text: str) -> list[int]:
         tk = self.tokenizer
-        text = self.apply_chat_template(messages, tools=tools, chat_template=chat_template,
-                                        **(template_kwargs or {}))
         ids = self.tokenize(text, add_bos=False, special=True)
         if tk.add_bos and tk.bos_id is not None and (not ids or ids[0] != tk.bos_id):
             ids.insert(0, tk.bos_id)
         return ids
 
     def chat(self, messages, chat_template: str | None = None, tools=None,
-             template_kwargs: dict | None = None, **sampling):
+             template_kwargs: dict | None = None, reasoning_format: str = "auto",
+             stream: bool = False, **sampling):
         """Reply to `messages` ([{"role": ..., "content": ...}], optionally with `tools`);
-        same result and streaming forms as `generate`."""
-        return self.generate(self.chat_prompt(messages, chat_template, tools, template_kwargs),
-                             **sampling)
+        same result and streaming forms as `generate`. With reasoning_format="auto" a reply
+        that thinks in <think>…</think> first (Qwen 3, DeepSeek-R1) has that text in
+        `result.reasoning` and the answer alone in `result.text`; a stream yields the
+        reasoning as ReasoningText pieces (a str subclass), the tags left out. "none" leaves
+        the reply as generated. Qwen 3 stops thinking with
+        template_kwargs={"enable_thinking": False}."""
+        if reasoning_format not in ("auto", "none"):
+            raise ValueError(f"reasoning_format must be 'auto' or 'none', not "
+                             f"{reasoning_format!r}")
+        text = self.apply_chat_template(messages, tools=tools, chat_template=chat_template,
+                                        **(template_kwargs or {}))
+        inner = self.generate(self._chat_ids(text), stream=True, **sampling)
+        if reasoning_format == "auto":
+            gen = _split_reasoning(inner, ReasoningSplitter(opens_reasoning(text)))
+        else:
+            gen = _finish(inner)
+        return Stream(gen) if stream else _drain(gen)
+
+
+def _finish(stream: Stream):
+    """A stream as a generator that returns its result."""
+    yield from stream
+    return stream.result
+
+
+def _split_reasoning(stream: Stream, splitter: ReasoningSplitter):
+    """`stream`'s pieces routed into reasoning and answer; its result with them apart."""
+    reasoning, answer = [], []
+    for piece in stream:
+        for part in splitter.push(piece):
+            (reasoning if isinstance(part, ReasoningText) else answer).append(part)
+            yield part
+    for part in splitter.flush():
+        (reasoning if isinstance(part, ReasoningText) else answer).append(part)
+        yield part
+    result = stream.result
+    if splitter.seen:
+        result = replace(result, text="".join(answer), reasoning="".join(reasoning).strip())
+    return result
 
 
 def _drain(gen) -> GenerationResult:
