@@ -26,12 +26,14 @@ DEVICES = ("cpu", "cuda", "auto")
 
 def load(model=None, *, n_ctx: int | None = None, n_threads: int | None = None,
          device: str = "cpu", hf_repo: str | None = None, hf_file: str | None = None,
-         extend_context: bool = False):
+         extend_context: bool = False, n_seq: int = 1):
     """Load a GGUF model and return a `Model`. `model` is a local path or `hf://owner/repo/file`
     (or pass hf_repo= and a filename glob as hf_file=); None loads the embedded default model,
     Gemma 3 270M Q4_K_M (the 'gemma' extra). n_ctx above the model's trained context length is
     capped to it unless extend_context=True. n_threads (default: all cores) is this model's
-    own: applied around its calls and restored after, never set for the process."""
+    own: applied around its calls and restored after, never set for the process. n_seq
+    sequence slots (each of n_ctx tokens) let `generate_batch` and the server decode that many
+    sequences together."""
     from .default_model import default_model_path
     from .hub import resolve_model
     from .model import Model
@@ -42,6 +44,8 @@ def load(model=None, *, n_ctx: int | None = None, n_threads: int | None = None,
         from .backend_cuda import cuda_available
 
         device = "cuda" if cuda_available() else "cpu"
+    if isinstance(n_seq, bool) or not isinstance(n_seq, int) or n_seq < 1:
+        raise ValueError(f"invalid n_seq={n_seq!r}: must be a positive integer")
     if n_threads is not None and device == "cpu":
         from .backend_cpu import thread_count
 
@@ -51,7 +55,7 @@ def load(model=None, *, n_ctx: int | None = None, n_threads: int | None = None,
     else:
         path = resolve_model(model, hf_repo, hf_file)
     return Model(path, n_ctx=n_ctx, device=device, extend_context=extend_context,
-                 n_threads=n_threads)
+                 n_threads=n_threads, n_seq=n_seq)
 
 
 def __getattr__(name):

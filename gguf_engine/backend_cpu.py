@@ -49,9 +49,11 @@ class CPUBackend:
         half = cfg.n_rot // 2
         self.inv_freq = inv_freq
         self.kinds = 2 if cfg.swa_layers else 1
-        self.positions = np.zeros(chunk, np.int64)  # (chunk,)
-        self.steps = np.arange(chunk, dtype=np.int64)  # (chunk,) 0..chunk-1
-        self.ids = np.zeros(chunk, np.int64)  # (chunk,) token ids of the chunk
+        self.positions = np.zeros(chunk, np.int64)  # (chunk,) each row's position
+        self.seqs = np.zeros(chunk, np.int64)  # (chunk,) each row's sequence slot
+        self.ids = np.zeros(chunk, np.int64)  # (chunk,) each row's token id
+        self.n = 0  # rows of the current pass
+        self.run = None  # (slot, first position) when the rows are one slot's consecutive run
         # (2, chunk, n_rot // 2) cosines and sines of the chunk's angles, per layer kind
         self.rope_cos = np.zeros((2, chunk, half), np.float32)
         self.rope_sin = np.zeros((2, chunk, half), np.float32)
@@ -83,11 +85,14 @@ class CPUBackend:
             numba.set_num_threads(before)
 
     # -- operations --------------------------------------------------------------------
-    def begin(self, tokens: np.ndarray, pos0: int) -> None:
-        """The chunk's token ids and RoPE tables."""
-        n = len(tokens)
+    def begin(self, tokens: np.ndarray, positions: np.ndarray, seqs: np.ndarray) -> None:
+        """The rows' token ids, sequence slots, positions and RoPE tables."""
+        self.n = n = len(tokens)
         self.ids[:n] = tokens
-        np.add(self.steps[:n], pos0, out=self.positions[:n])
+        self.positions[:n] = positions
+        self.seqs[:n] = seqs
+        one_run = (seqs == seqs[0]).all() and (np.diff(positions) == 1).all()
+        self.run = (int(seqs[0]), int(positions[0])) if one_run else None
         for kind in range(self.kinds):
             rope.rope_tables_kernel(self.positions[:n], self.inv_freq[kind],
                                     self.rope_cos[kind, :n], self.rope_sin[kind, :n])
@@ -113,18 +118,25 @@ class CPUBackend:
         np.copyto(k.reshape(n, kd), qkv[:, qd:qd + kd])
         np.copyto(v.reshape(n, kd), qkv[:, qd + kd:])
 
-    def store_kv(self, k_cache, v_cache, pos0, k, v) -> None:
-        n = k.shape[0]
-        k_cache[:, pos0:pos0 + n] = k.transpose(1, 0, 2)
-        v_cache[:, pos0:pos0 + n] = v.transpose(1, 0, 2)
-
-    def attention(self, q, k_cache, v_cache, pos0, window, scale, softcap, out) -> None:
-        if q.shape[0] > MATVEC_MAX_TOKENS:
-            attention.attention_matmul_unchecked(q, k_cache, v_cache, pos0, window, scale, out,
-                                                 softcap)
+    def store_kv(self, k_cache, v_cache, k, v) -> None:
+        """The rows' keys and values into the layer's caches (n_seq, KVH, n_ctx, D)."""
+        n = self.n
+        if self.run is not None:
+            seq, pos0 = self.run
+            k_cache[seq, :, pos0:pos0 + n] = k.transpose(1, 0, 2)
+            v_cache[seq, :, pos0:pos0 + n] = v.transpose(1, 0, 2)
         else:
-            attention.attention_kernel(q, k_cache, v_cache, pos0, window, scale, self.scores,
-                                       out, softcap)
+            attention.store_kv_kernel(k_cache, v_cache, self.seqs[:n], self.positions[:n], k, v)
+
+    def attention(self, q, k_cache, v_cache, window, scale, softcap, out) -> None:
+        n = self.n
+        if n > MATVEC_MAX_TOKENS:  # a prefill chunk: one slot's run, through BLAS
+            seq, pos0 = self.run
+            attention.attention_matmul_unchecked(q, k_cache[seq], v_cache[seq], pos0, window,
+                                                 scale, out, softcap)
+        else:
+            attention.attention_kernel(q, k_cache, v_cache, self.seqs[:n], self.positions[:n],
+                                       window, scale, self.scores, out, softcap)
 
     def gated(self, gate_up, out, gelu: bool) -> None:
         activations.gated_kernel(gate_up, out, gelu)

@@ -97,10 +97,12 @@ class CudaBackend:
         return nullcontext()
 
     # -- operations --------------------------------------------------------------------
-    def begin(self, tokens: np.ndarray, pos0: int) -> None:
-        n = len(tokens)
-        self.ids = self.cuda.to_device(np.ascontiguousarray(tokens))
-        self.positions = self.cuda.to_device(np.arange(pos0, pos0 + n, dtype=np.int64))
+    def begin(self, tokens: np.ndarray, positions: np.ndarray, seqs: np.ndarray) -> None:
+        """The rows' token ids, positions and sequence slots on the device."""
+        up = self.cuda.to_device
+        self.ids = up(np.ascontiguousarray(tokens, dtype=np.int64))
+        self.positions = up(np.ascontiguousarray(positions, dtype=np.int64))
+        self.seqs = up(np.ascontiguousarray(seqs, dtype=np.int64))
 
     def embed(self, table: DeviceLinear, n: int, out) -> None:
         self.quant.launch_embed(table.ggml_type, table.w, self.ids, out)
@@ -122,15 +124,15 @@ class CudaBackend:
         k.reshape(n, kd).copy_to_device(qkv[:, qd:qd + kd])
         v.reshape(n, kd).copy_to_device(qkv[:, qd + kd:])
 
-    def store_kv(self, k_cache, v_cache, pos0, k, v) -> None:
+    def store_kv(self, k_cache, v_cache, k, v) -> None:
         ops = self.ops
         n, kvh, d = k.shape
         ops.store_kv[max(1, math.ceil(n * kvh * d / ops.THREADS)), ops.THREADS](
-            k, v, k_cache, v_cache, pos0)
+            k, v, k_cache, v_cache, self.seqs, self.positions)
 
-    def attention(self, q, k_cache, v_cache, pos0, window, scale, softcap, out) -> None:
-        self.ops.launch_attention(q, k_cache, v_cache, pos0, window, scale, self.scores, out,
-                                  softcap)
+    def attention(self, q, k_cache, v_cache, window, scale, softcap, out) -> None:
+        self.ops.launch_attention(q, k_cache, v_cache, self.seqs, self.positions, window, scale,
+                                  self.scores, out, softcap)
 
     def gated(self, gate_up, out, gelu: bool) -> None:
         n, f = out.shape

@@ -105,11 +105,12 @@ def _add_sampling_args(p):
     p.add_argument("--verbose", action="store_true", help="print timings to stderr")
 
 
-def _load(args):
+def _load(args, n_seq: int = 1):
     from . import load
 
     return load(args.model, n_ctx=args.ctx_size, n_threads=args.threads, device=args.device,
-                hf_repo=args.hf_repo, hf_file=args.hf_file, extend_context=args.extend_context)
+                hf_repo=args.hf_repo, hf_file=args.hf_file, extend_context=args.extend_context,
+                n_seq=n_seq)
 
 
 def _text_arg(args, text: str) -> str:
@@ -302,6 +303,26 @@ def _cmd_download(args):
     print(resolve_model(ref, args.hf_repo, args.hf_file))
 
 
+def _cmd_serve(args):
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn", "sse_starlette")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CLIError(f"serving needs the 'server' extra ({missing[0]} is missing): "
+                       "pip install 'gguf-engine[server]'")
+    from .server import serve
+
+    model = _load(args, n_seq=args.parallel)
+    alias = args.alias or model.file.path.stem
+    if _NOTICE is not None:
+        _NOTICE.close()
+    print(f"gguf-engine: serving {alias!r} on http://{args.host}:{args.port}/v1 "
+          f"({args.parallel} sequences of {model.n_ctx} tokens)", file=sys.stderr)
+    serve(model, host=args.host, port=args.port, alias=alias, api_key=args.api_key,
+          max_queue=args.queue)
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = _HelpFormatter
     p = argparse.ArgumentParser(prog="gguf-engine", formatter_class=fmt,
@@ -340,6 +361,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output format")
     b.add_argument("--kernels", action="store_true", help="run the kernel benchmark instead")
     b.set_defaults(func=_cmd_bench)
+
+    sv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (/v1/chat/completions, "
+                                      "/v1/completions, /v1/models, /health)")
+    _add_model_args(sv)
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sv.add_argument("--port", type=_positive_int, default=8080, help="port to listen on")
+    sv.add_argument("--parallel", "-np", type=_positive_int, default=4,
+                    help="sequences decoded together (KV-cache slots of -c tokens each)")
+    sv.add_argument("--alias", help="the model's name in the API (default: the file's stem)")
+    sv.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes")
+    sv.add_argument("--queue", type=_positive_int, default=64,
+                    help="requests that may wait for a slot before the server answers 503")
+    sv.set_defaults(func=_cmd_serve)
 
     i = sub.add_parser("inspect", help="show a GGUF file's architecture, hyperparameters and "
                                        "tensors")

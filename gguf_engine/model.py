@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 
@@ -12,38 +11,11 @@ from .backend_cpu import CPUBackend
 from .chat import GEMMA_TEMPLATE, ChatTemplateError, RenderedPromptTooLong, render
 from .defaults import SAMPLING
 from .gguf_file import GGUFFile
-from .sampling import Sampler, SamplingParams, log_softmax
-from .text_split import ReasoningSplitter, ReasoningText, held_prefix_len, opens_reasoning
+from .sampling import Sampler, SamplingParams
+from .scheduler import GenerationResult, Scheduler, Sequence
+from .text_split import ReasoningSplitter, ReasoningText, opens_reasoning
 from .tokenizer import GGUFTokenizer
 from .transformer import ContextOverflowError, Transformer
-
-
-@dataclass
-class Timings:
-    prompt_tokens: int = 0  # tokens evaluated for the prompt (cached ones excluded)
-    prompt_s: float = 0.0
-    generated_tokens: int = 0
-    generation_s: float = 0.0
-
-    @property
-    def prompt_tps(self) -> float:
-        return self.prompt_tokens / self.prompt_s if self.prompt_s else 0.0
-
-    @property
-    def generation_tps(self) -> float:
-        return self.generated_tokens / self.generation_s if self.generation_s else 0.0
-
-
-@dataclass
-class GenerationResult:
-    text: str
-    tokens: list[int]  # generated ids (an end-of-generation token is not included)
-    finish_reason: str  # "stop" (a stop string), "length" (max_tokens or context full), "eos"
-    prompt_tokens: list[int]
-    logprobs: list[dict] | None = None  # with logprobs=k: per token, OpenAI style
-    timings: Timings = field(default_factory=Timings)
-    # chat: a reasoning model's <think> block, apart from `text` (the answer); None without one
-    reasoning: str | None = None
 
 
 class StreamInvalidatedError(RuntimeError):
@@ -81,7 +53,7 @@ class Model:
     """A GGUF model loaded for inference (see `gguf_engine.load`)."""
 
     def __init__(self, path, *, n_ctx: int | None = None, device: str = "cpu",
-                 extend_context: bool = False, n_threads: int | None = None):
+                 extend_context: bool = False, n_threads: int | None = None, n_seq: int = 1):
         self.file = GGUFFile(path)
         self.device = device
         if device == "cuda":
@@ -91,7 +63,7 @@ class Model:
         else:
             backend = CPUBackend(n_threads)
         self.net = Transformer(self.file, n_ctx=n_ctx, extend_context=extend_context,
-                               backend=backend)
+                               backend=backend, n_seq=n_seq)
         self.tokenizer = GGUFTokenizer(self.file)
         self.config = self.net.config
         # One call at a time owns the network's cache and buffers: callers from other threads
@@ -188,6 +160,37 @@ class Model:
                  logprobs: int | None = None, stream: bool = False, ignore_eos: bool = False):
         """Continue `prompt` (a string, tokenized with add_bos=None, or token ids as given).
         ignore_eos keeps generating past end-of-generation tokens (as llama.cpp's --ignore-eos)."""
+        seq = self.sequence(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k,
+                            top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty,
+                            presence_penalty=presence_penalty,
+                            frequency_penalty=frequency_penalty, seed=seed, stop=stop,
+                            logprobs=logprobs, ignore_eos=ignore_eos)
+        gen = self._exclusive(self._generate(seq))
+        return Stream(gen) if stream else _drain(gen)
+
+    def generate_batch(self, prompts, *, seed=None, **sampling) -> list[GenerationResult]:
+        """`generate` for several prompts at once, decoded together in the model's n_seq slots
+        (more prompts wait for a free slot). The sampling keywords are shared; `seed` may be a
+        list with one seed per prompt. Results come in the prompts' order, each exactly what
+        `generate` gives that prompt alone (same route and CPU)."""
+        if "stream" in sampling:
+            raise TypeError("generate_batch does not stream; use generate(stream=True)")
+        prompts = list(prompts)
+        seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed] * len(prompts)
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        seqs = [self.sequence(p, seed=s, **sampling) for p, s in zip(prompts, seeds, strict=True)]
+        return _drain(self._exclusive(self._batch(seqs)))
+
+    def sequence(self, prompt, max_tokens: int | None = SAMPLING["max_tokens"],
+                 temperature: float = SAMPLING["temperature"], top_k: int = SAMPLING["top_k"],
+                 top_p: float = SAMPLING["top_p"], min_p: float = SAMPLING["min_p"],
+                 repeat_penalty: float = SAMPLING["repeat_penalty"],
+                 presence_penalty: float = SAMPLING["presence_penalty"],
+                 frequency_penalty: float = SAMPLING["frequency_penalty"],
+                 seed: int | None = None, stop=(), logprobs: int | None = None,
+                 ignore_eos: bool = False) -> Sequence:
+        """A checked request to generate (see `generate`), for a Scheduler to run."""
         if isinstance(prompt, str):
             if not prompt:
                 raise ValueError("the prompt is empty")
@@ -206,81 +209,36 @@ class Model:
             raise ValueError(f"invalid logprobs={logprobs!r}: must be an integer >= 0 or None")
         if max_tokens is None or max_tokens <= 0:
             max_tokens = self.n_ctx
-        gen = self._exclusive(self._generate(tokens, int(max_tokens), Sampler(params), stops,
-                                             logprobs, frozenset() if ignore_eos
-                                             else self.tokenizer.eog_ids))
-        return Stream(gen) if stream else _drain(gen)
+        return Sequence(tokens, int(max_tokens), Sampler(params), stops, logprobs,
+                        frozenset() if ignore_eos else self.tokenizer.eog_ids, self.tokenizer,
+                        self.n_ctx)
 
-    def _generate(self, prompt, max_tokens, sampler, stops, n_logprobs, eog_ids):
-        net, tk = self.net, self.tokenizer
-        timings = Timings()
-        t0 = time.perf_counter()
-        start = net.cache.common_prefix(prompt)
-        start = min(start, len(prompt) - 1)  # the last prompt token is run for its logits
-        logits = net.forward(prompt[start:], start)[0]
-        timings.prompt_tokens = len(prompt) - start
-        timings.prompt_s = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        history = list(prompt)
-        out_tokens: list[int] = []
-        out_logprobs: list[dict] | None = [] if n_logprobs is not None else None
-        decoder = tk.stream_decoder()
-        text = ""  # everything emitted so far
-        held = ""  # decoded text held back: it may be the start of a stop string
-        finish = "length"
-        while len(out_tokens) < max_tokens:
-            token = sampler.sample(logits, history)
-            if token in eog_ids:
-                finish = "eos"
-                break
-            if out_logprobs is not None:
-                out_logprobs.append(self._logprob_entry(logits, token, n_logprobs))
-            out_tokens.append(token)
-            history.append(token)
-            held += decoder.push(token)
-            if stops:
-                hit = min((i for i in (held.find(s) for s in stops) if i >= 0), default=-1)
-                if hit >= 0:
-                    piece, held = held[:hit], ""
-                    text += piece
-                    if piece:
-                        yield piece
-                    finish = "stop"
-                    break
-                keep = held_prefix_len(held, stops)
-                piece, held = held[: len(held) - keep], held[len(held) - keep :]
-            else:
-                piece, held = held, ""
-            if piece:
-                text += piece
-                yield piece
-            if len(out_tokens) >= max_tokens or len(history) >= net.n_ctx:
-                break  # finish stays "length"
-            logits = net.forward([token], len(history) - 1)[0]
-        if finish != "stop":
-            piece = held + decoder.flush()
-            if piece:
-                text += piece
-                yield piece
-        timings.generated_tokens = len(out_tokens)
-        timings.generation_s = time.perf_counter() - t1
-        return GenerationResult(text=text, tokens=out_tokens, finish_reason=finish,
-                                prompt_tokens=list(prompt), logprobs=out_logprobs,
-                                timings=timings)
+    def _generate(self, seq: Sequence):
+        """One sequence through the scheduler: its pieces as they come, then its result."""
+        pieces: list[str] = []
+        seq.on_pieces = pieces.extend
+        sched = Scheduler(self.net)
+        sched.add(seq)
+        while sched.busy:
+            sched.step()
+            if seq.error is not None:
+                raise seq.error
+            yield from pieces
+            pieces.clear()
+        return seq.result()
 
-    def _logprob_entry(self, logits, token, k) -> dict:
-        lp = log_softmax(logits)
-        entry = {"id": token, "token": self._piece_text(token), "logprob": float(lp[token]),
-                 "top_logprobs": []}
-        if k:
-            top = np.argpartition(-lp, min(k, len(lp) - 1))[:k]
-            top = top[np.argsort(-lp[top], kind="stable")]
-            entry["top_logprobs"] = [{"id": int(i), "token": self._piece_text(int(i)),
-                                      "logprob": float(lp[i])} for i in top]
-        return entry
-
-    def _piece_text(self, token: int) -> str:
-        return self.tokenizer.piece(token).decode("utf-8", errors="replace")
+    def _batch(self, seqs: list[Sequence]):
+        """Several sequences through the scheduler; their results in order."""
+        sched = Scheduler(self.net, admit_per_step=self.net.cache.n_seq)
+        for seq in seqs:
+            sched.add(seq)
+        while sched.busy:
+            sched.step()
+            failed = next((s for s in seqs if s.error is not None), None)
+            if failed is not None:
+                raise failed.error
+            yield from ()
+        return [s.result() for s in seqs]
 
     # -- chat --------------------------------------------------------------------------
     def apply_chat_template(self, messages, *, tools=None, add_generation_prompt: bool = True,

@@ -35,9 +35,10 @@ class Linear:
         self.bias = bias  # (rows,) float32 or None
         self._scratch = matvec_scratch(self.tk, self.rows)  # (n_parts, 4 * block)
 
-    def matvec(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """x (cols,) -> out (rows,)."""
-        self.tk.kernels.matvec_rows(self.w, x, out, self._scratch)
+    def matvec(self, X: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """X (n, cols) -> out (n, rows) for a few tokens: the weights read once for all of them,
+        each token summed exactly as if it were alone."""
+        self.tk.kernels.matvec_tokens(self.w, X, out, self._scratch)
         if self.bias is not None:
             out += self.bias
         return out
@@ -50,12 +51,10 @@ class Linear:
         return out
 
     def __call__(self, X: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
-        """X (n, cols) -> out (n, rows): one matvec per token for a few tokens, else tiles of
-        dequantized rows shared by all tokens."""
+        """X (n, cols) -> out (n, rows): matvecs for a few tokens, else tiles of dequantized
+        rows shared by all tokens."""
         if X.shape[0] <= MATVEC_MAX_TOKENS:
-            for i in range(X.shape[0]):
-                self.matvec(X[i], out[i])
-            return out
+            return self.matvec(X, out)
         return self.matmul(X, out, scratch)
 
     def rows_of(self, ids: np.ndarray, out: np.ndarray) -> np.ndarray:

@@ -88,19 +88,26 @@ def test_rmsnorm_rope_gated():
 
 @pytest.mark.parametrize("window, softcap", [(0, 0.0), (3, 0.0), (3, 0.5)])
 def test_attention_gqa_window(window, softcap):
+    """Rows of two sequence slots at their own positions, each against the CPU kernel on its
+    slot alone."""
     cuda, ops = _ops()
     rng = np.random.default_rng(2)
-    n, H, KVH, D, n_ctx, pos0 = 3, 4, 2, 8, 8, 2
+    H, KVH, D, n_ctx = 4, 2, 8, 8
+    seqs, positions = np.array([1, 0, 1]), np.array([2, 5, 7])
+    n = len(seqs)
     q = rng.standard_normal((n, H, D)).astype(np.float32)
-    k = rng.standard_normal((KVH, n_ctx, D)).astype(np.float32)
-    v = rng.standard_normal((KVH, n_ctx, D)).astype(np.float32)
+    k = rng.standard_normal((2, KVH, n_ctx, D)).astype(np.float32)
+    v = rng.standard_normal((2, KVH, n_ctx, D)).astype(np.float32)
     out = cuda.device_array((n, H, D), np.float32)
     scores = cuda.device_array((n * H, n_ctx), np.float32)
-    ops.launch_attention(cuda.to_device(q), cuda.to_device(k), cuda.to_device(v), pos0, window,
-                         0.35, scores, out, softcap)
+    ops.launch_attention(cuda.to_device(q), cuda.to_device(k), cuda.to_device(v),
+                         cuda.to_device(seqs), cuda.to_device(positions), window, 0.35, scores,
+                         out, softcap)
     ref = np.empty((n, H, D), np.float32)
-    kernels.attention.attention(q, k, v, pos0, window, np.float32(0.35),
-                                np.empty((2, n_ctx), np.float32), ref, softcap)
+    for t in range(n):
+        kernels.attention.attention(q[t:t + 1], k[seqs[t]], v[seqs[t]], int(positions[t]),
+                                    window, np.float32(0.35), np.empty((2, n_ctx), np.float32),
+                                    ref[t:t + 1], softcap)
     np.testing.assert_allclose(out.copy_to_host(), ref, rtol=1e-5, atol=1e-6)
 
 

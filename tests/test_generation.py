@@ -69,15 +69,33 @@ def test_logprobs_match_log_softmax(llama3):
         assert [t["id"] for t in entry["top_logprobs"]] == list(np.argsort(-ref)[:3])
 
 
-def test_prefix_cache_reuses_the_common_prefix(llama3):
-    first = llama3.generate(PROMPT, max_tokens=5, temperature=0)
-    again = llama3.generate(PROMPT, max_tokens=5, temperature=0)
-    assert again.tokens == first.tokens
-    assert again.timings.prompt_tokens == 1  # only the last prompt token, for its logits
-    longer = llama3.tokenize(PROMPT) + first.tokens[:3]
-    cont = llama3.generate(longer, max_tokens=2, temperature=0)
-    assert cont.timings.prompt_tokens == 1
-    assert cont.tokens == first.tokens[3:5]
+def test_prefix_cache_reuses_whole_chunks_only(fixtures):
+    """A cached prefix is reused only in whole prefill chunks from position 0 (48 tokens
+    here): then a prompt's numbers, and tokens, are those of an empty cache."""
+    path = fixtures / "synthetic" / "llama3-Q8_0.gguf"
+
+    def load():
+        model = gguf_engine.load(path, n_ctx=200)
+        model.net.chunk = 48  # the chunk size decides the reuse; 48 keeps the prompts short
+        return model
+
+    model, alone = load(), load()
+    rng = np.random.default_rng(0)
+    prompt = [int(t) for t in rng.integers(5, 400, 60)]
+    first = model.generate(prompt, max_tokens=5, temperature=0)
+    assert first.timings.prompt_tokens == 60
+    again = model.generate(prompt, max_tokens=5, temperature=0)
+    assert again.tokens == first.tokens and again.timings.prompt_tokens == 60 - 48
+    # past the generated tokens: only the whole chunk is reused
+    longer = prompt + first.tokens[:3]
+    cont = model.generate(longer, max_tokens=2, temperature=0)
+    assert cont.timings.prompt_tokens == len(longer) - 48
+    assert cont.tokens == alone.generate(longer, max_tokens=2, temperature=0).tokens
+    # sharing fewer than 48 tokens: prefilled whole
+    other = prompt[:30] + [7] * 30
+    res = model.generate(other, max_tokens=5, temperature=0)
+    assert res.timings.prompt_tokens == 60
+    assert res.tokens == alone.generate(other, max_tokens=5, temperature=0).tokens
 
 
 def test_context_fills_with_finish_reason_length(fixtures):
@@ -214,7 +232,7 @@ def test_each_model_runs_with_its_own_thread_count(fixtures):
     one, two = gguf_engine.load(path, n_threads=1), gguf_engine.load(path, n_threads=2)
     seen = []
     for m in (one, two):
-        inner = m.net._forward_chunk
+        inner = m.net._run
 
         def spy(tokens, *a, inner=inner):
             blas = {p["num_threads"] for p in threadpoolctl.threadpool_info()
@@ -222,7 +240,7 @@ def test_each_model_runs_with_its_own_thread_count(fixtures):
             seen.append((len(tokens), numba.get_num_threads(), blas))
             return inner(tokens, *a)
 
-        m.net._forward_chunk = spy
+        m.net._run = spy
     before = numba.get_num_threads()
     blas_before = {p["num_threads"] for p in threadpoolctl.threadpool_info()
                    if p["user_api"] == "blas"}

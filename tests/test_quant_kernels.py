@@ -158,3 +158,26 @@ def test_accepts_int_and_enum_types():
     b = kernels.dequantize(data, T.Q8_0, (2, 64))
     np.testing.assert_array_equal(a, b)
     assert kernels.dequantize(data.reshape(-1)[:34], T.Q8_0, (32,)).shape == (32,)
+
+
+@pytest.mark.parametrize("t", ALL_TYPES, ids=lambda t: t.name)
+def test_matvec_tokens_sums_each_token_as_if_alone(t):
+    """The batched decode kernel: 1 to 16 tokens at once (four side by side, then the rest
+    one by one) against float64, and each token's row bit for bit what it gives alone."""
+    from gguf_engine.kernels.quantized import block_rows, matvec_scratch
+
+    rng = np.random.default_rng(7 + int(t))
+    rows, cols = 37, (512 if GGML_QUANT_SIZES[t][0] == 256 else 160)
+    data = random_weights(t, rows, cols, rng)
+    tk, w = block_rows(data, t, (rows, cols))
+    scratch = matvec_scratch(tk, rows)
+    X = rng.standard_normal((16, cols)).astype(np.float32)
+    alone = np.empty((16, rows), np.float32)
+    for i in range(16):
+        tk.kernels.matvec_tokens(w, X[i:i + 1], alone[i:i + 1], scratch)
+    ref = X.astype(np.float64) @ float64_reference(data, t, (rows, cols)).T
+    assert np.abs(alone - ref).max() / np.abs(ref).max() <= 1e-4
+    for n in (2, 4, 5, 9, 16):
+        out = np.full((n, rows), np.nan, np.float32)
+        tk.kernels.matvec_tokens(w, X[:n], out, scratch)
+        np.testing.assert_array_equal(out.view(np.uint32), alone[:n].view(np.uint32))

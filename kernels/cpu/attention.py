@@ -44,41 +44,45 @@ def attention(q, k_cache, v_cache, pos0, window, scale, scores, out, softcap=0.0
         raise ValueError(f"scores must have at least 1 row of {pos0 + n} values, got "
                          f"{scores.shape}")
     checks.writable("scores", scores, q, k_cache, v_cache, out)
-    attention_kernel(q, k_cache, v_cache, int(pos0), int(window), np.float32(scale), scores, out,
-                     np.float32(softcap))
+    attention_kernel(q, k_cache[None], v_cache[None], np.zeros(n, np.int64),
+                     np.arange(pos0, pos0 + n, dtype=np.int64), int(window), np.float32(scale),
+                     scores, out, np.float32(softcap))
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def attention_kernel(q, k_cache, v_cache, pos0, window, scale, scores, out, softcap):
-    """`attention` without the checks."""
+def attention_kernel(q, k_cache, v_cache, seqs, positions, window, scale, scores, out,
+                     softcap):
+    """`attention` without the checks, for rows of any sequences: query row t belongs to slot
+    seqs[t] of k_cache, v_cache (n_seq, n_kv_heads, n_ctx, head_dim) and sits at positions[t].
+    Each (row, head) is computed alone, the same way whatever the other rows are."""
     n_tokens, n_heads, head_dim = q.shape
-    group = n_heads // k_cache.shape[0]
+    group = n_heads // k_cache.shape[1]
     n_items = n_tokens * n_heads
     n_parts = min(scores.shape[0], n_items)
     for part in prange(n_parts):
         sc = scores[part]
         # interleaved, so the long rows of late causal queries spread over the parts
         for th in range(part, n_items, n_parts):
-            _attend_one(q, k_cache, v_cache, pos0, window, scale, softcap, sc, out, th, n_heads,
-                        group)
+            _attend_one(q, k_cache, v_cache, seqs, positions, window, scale, softcap, sc, out,
+                        th, n_heads, group)
 
 
 @njit(inline="always")
-def _attend_one(q, k_cache, v_cache, pos0, window, scale, softcap, sc, out, th, n_heads,
-                group):
+def _attend_one(q, k_cache, v_cache, seqs, positions, window, scale, softcap, sc, out, th,
+                n_heads, group):
     head_dim = q.shape[2]
     t = th // n_heads
     h = th % n_heads
     kv = h // group
-    p = pos0 + t
+    p = positions[t]
     lo = 0
     if window > 0 and p - window + 1 > 0:
         lo = p - window + 1
     # one flat view per item, indexed by offset: a view per key would touch the cache's
     # shared reference count from every thread
     qv = q[t, h]
-    keys = k_cache[kv].reshape(-1)  # (n_ctx * head_dim,)
-    vals = v_cache[kv].reshape(-1)
+    keys = k_cache[seqs[t], kv].reshape(-1)  # (n_ctx * head_dim,)
+    vals = v_cache[seqs[t], kv].reshape(-1)
     o = out[t, h]
     vec_dim = head_dim - head_dim % LANES
     m = -np.inf
@@ -124,6 +128,15 @@ def _attend_one(q, k_cache, v_cache, pos0, window, scale, softcap, sc, out, th, 
         for j in range(lo, p + 1):
             acc1 += sc[j] * vals[j * head_dim + e]
         o[e] = acc1 * inv
+
+
+@njit(cache=True)
+def store_kv_kernel(k_cache, v_cache, seqs, positions, k, v):
+    """k, v (n, n_kv_heads, head_dim) -> row t into slot seqs[t] of k_cache, v_cache
+    (n_seq, n_kv_heads, n_ctx, head_dim) at positions[t]."""
+    for t in range(k.shape[0]):
+        k_cache[seqs[t], :, positions[t]] = k[t]
+        v_cache[seqs[t], :, positions[t]] = v[t]
 
 
 # Prefill attention takes queries this many at a time, so that a block's scores stop at its

@@ -10,7 +10,7 @@ from types import FunctionType, SimpleNamespace
 import numpy as np
 from numba import njit, prange
 
-from .simd import LANES, prefetch, vfma, vload_f32, vsum, vzero
+from .simd import LANES, prefetch, vfma, vload_f32, vstore_f32, vsum, vzero
 
 # The rows of the group this many groups ahead are prefetched while a group is computed, every
 # cache line of each step's bytes (a K-quant block spans two to four lines).
@@ -110,22 +110,50 @@ def gather_rows(w, ids, out):
             dequant_block(wr, b, outr, b * BLOCK)
 
 
-def matvec_rows(w, x, out, scratch):
-    """out[r] = dot(row r of w, x) for w (rows, row_units), x (cols,), out (rows,).
+@njit(inline="always")
+def _prefetch_step(w, pr, s, step_units, line_units):
+    """Every cache line of step s (step_units row elements) of rows pr .. pr + 3."""
+    for u in range(s * step_units, (s + 1) * step_units, line_units):
+        prefetch(w, pr, u)
+        prefetch(w, pr + 1, u)
+        prefetch(w, pr + 2, u)
+        prefetch(w, pr + 3, u)
+
+
+@njit(inline="always")
+def _store4(acc, t, a0, a1, a2, a3):
+    """Token t's four row accumulators into acc (n * 4 * LANES,)."""
+    o = t * 4 * LANES
+    vstore_f32(acc, o, a0)
+    vstore_f32(acc, o + LANES, a1)
+    vstore_f32(acc, o + 2 * LANES, a2)
+    vstore_f32(acc, o + 3 * LANES, a3)
+
+
+def matvec_tokens(w, X, out, scratch):
+    """out[t, r] = dot(row r of w, X[t]) for w (rows, row_units), X (n, cols), out (n, rows).
     Four rows at a time share every loaded x vector; each row keeps a vector accumulator across
-    blocks and is summed once at its end. dot4_block covers STEP values (a block, or LANES values
-    of a float type, whose last cols % LANES values are done a block at a time after); xd is
-    what the type derives from x once per call for all rows (derive_x; x itself by default).
+    blocks and is summed once at its end. The tokens take turns on each group of four rows, so
+    the group's weights come from memory once for all of them (from cache after the first),
+    and every (row, token) is summed in the same order whatever n is: a token's result does not
+    depend on the others. dot4_block covers STEP values (a block, or LANES values of a float
+    type, whose last cols % LANES values are done a block at a time after); the type derives
+    what it needs from each x once per call (derive_x; x itself by default).
     scratch (n_parts, 4 * BLOCK) float32: one slice per parallel part (chunks go to threads)."""
     rows = w.shape[0]
-    cols = x.shape[0]
-    xd = derive_x(x)
+    n, cols = X.shape
+    xd0 = derive_x(X[0])
+    XD = np.empty((n, xd0.shape[0]), np.float32)  # (n, what derive_x gives per token)
+    XD[0] = xd0
+    for t in range(1, n):
+        XD[t] = derive_x(X[t])
     n_steps = cols // STEP
     ahead = PREFETCH_GROUPS * 4
     n_groups = (rows + 3) // 4
     n_parts = scratch.shape[0]
     for part in prange(n_parts):
         tmp = scratch[part]
+        acc = np.empty(n * 4 * LANES, np.float32)  # (n * 4 * LANES,) 4 accumulators a token
         for g in range(part * n_groups // n_parts, (part + 1) * n_groups // n_parts):
             r = 4 * g
             # a short last group repeats its last row; only real rows are stored
@@ -133,35 +161,61 @@ def matvec_rows(w, x, out, scratch):
             w1 = w[min(r + 1, rows - 1)]
             w2 = w[min(r + 2, rows - 1)]
             w3 = w[min(r + 3, rows - 1)]
-            a0 = a1 = a2 = a3 = vzero()
             pr = min(r + ahead, rows - 4)
-            for s in range(n_steps):
-                if pr >= 0:
-                    for u in range(s * STEP_UNITS, (s + 1) * STEP_UNITS, LINE_UNITS):
-                        prefetch(w, pr, u)
-                        prefetch(w, pr + 1, u)
-                        prefetch(w, pr + 2, u)
-                        prefetch(w, pr + 3, u)
-                a0, a1, a2, a3 = dot4_block(w0, w1, w2, w3, s, x, xd, a0, a1, a2, a3, tmp)
-            t0, t1, t2, t3 = vsum(a0), vsum(a1), vsum(a2), vsum(a3)
-            for b in range(n_steps * STEP // BLOCK, cols // BLOCK):
-                dequant_block(w0, b, tmp, 0)
-                dequant_block(w1, b, tmp, BLOCK)
-                dequant_block(w2, b, tmp, 2 * BLOCK)
-                dequant_block(w3, b, tmp, 3 * BLOCK)
-                for j in range(BLOCK):
-                    xv = x[b * BLOCK + j]
-                    t0 += tmp[j] * xv
-                    t1 += tmp[BLOCK + j] * xv
-                    t2 += tmp[2 * BLOCK + j] * xv
-                    t3 += tmp[3 * BLOCK + j] * xv
-            out[r] = t0
-            if r + 1 < rows:
-                out[r + 1] = t1
-            if r + 2 < rows:
-                out[r + 2] = t2
-            if r + 3 < rows:
-                out[r + 3] = t3
+            # two tokens at a time side by side, their 8 accumulators in registers: the two
+            # inlined dot4_blocks read the same weights with no store between them, so the
+            # compiler decodes each weight block once for both (four side by side would share
+            # more, but take minutes to compile for the K-quants); an odd last token, or a
+            # single one, goes alone
+            t = 0
+            while t < n:
+                x0, q0 = X[t], XD[t]
+                a0 = a1 = a2 = a3 = vzero()
+                if t + 2 <= n:
+                    x1, q1 = X[t + 1], XD[t + 1]
+                    b0 = b1 = b2 = b3 = vzero()
+                    for s in range(n_steps):
+                        if pr >= 0 and t == 0:
+                            _prefetch_step(w, pr, s, STEP_UNITS, LINE_UNITS)
+                        a0, a1, a2, a3 = dot4_block(w0, w1, w2, w3, s, x0, q0, a0, a1, a2, a3,
+                                                    tmp)
+                        b0, b1, b2, b3 = dot4_block(w0, w1, w2, w3, s, x1, q1, b0, b1, b2, b3,
+                                                    tmp)
+                    _store4(acc, t + 1, b0, b1, b2, b3)
+                else:
+                    for s in range(n_steps):
+                        if pr >= 0 and t == 0:
+                            _prefetch_step(w, pr, s, STEP_UNITS, LINE_UNITS)
+                        a0, a1, a2, a3 = dot4_block(w0, w1, w2, w3, s, x0, q0, a0, a1, a2, a3,
+                                                    tmp)
+                _store4(acc, t, a0, a1, a2, a3)
+                t += 2
+            for t in range(n):
+                x = X[t]
+                o = t * 4 * LANES
+                t0 = vsum(vload_f32(acc, o))
+                t1 = vsum(vload_f32(acc, o + LANES))
+                t2 = vsum(vload_f32(acc, o + 2 * LANES))
+                t3 = vsum(vload_f32(acc, o + 3 * LANES))
+                for b in range(n_steps * STEP // BLOCK, cols // BLOCK):
+                    dequant_block(w0, b, tmp, 0)
+                    dequant_block(w1, b, tmp, BLOCK)
+                    dequant_block(w2, b, tmp, 2 * BLOCK)
+                    dequant_block(w3, b, tmp, 3 * BLOCK)
+                    for j in range(BLOCK):
+                        xv = x[b * BLOCK + j]
+                        t0 += tmp[j] * xv
+                        t1 += tmp[BLOCK + j] * xv
+                        t2 += tmp[2 * BLOCK + j] * xv
+                        t3 += tmp[3 * BLOCK + j] * xv
+                ot = out[t]
+                ot[r] = t0
+                if r + 1 < rows:
+                    ot[r + 1] = t1
+                if r + 2 < rows:
+                    ot[r + 2] = t2
+                if r + 3 < rows:
+                    ot[r + 3] = t3
 
 
 def _sources_digest() -> str:
@@ -201,8 +255,15 @@ def build(mod) -> SimpleNamespace:
         dot4_block=dot4,
         derive_x=getattr(mod, "derive_x", x_itself),
     )
+    tokens = njit(parallel=True, cache=True)(_bind(matvec_tokens, suffix, **names))
+
+    def matvec_rows(w, x, out, scratch):
+        """out (rows,) = w @ x (cols,): `matvec_tokens` for one token."""
+        tokens(w, x.reshape(1, -1), out.reshape(1, -1), scratch)
+
     return SimpleNamespace(
         dequantize_rows=njit(parallel=True, cache=True)(_bind(dequantize_rows, suffix, **names)),
         gather_rows=njit(parallel=True, cache=True)(_bind(gather_rows, suffix, **names)),
-        matvec_rows=njit(parallel=True, cache=True)(_bind(matvec_rows, suffix, **names)),
+        matvec_tokens=tokens,
+        matvec_rows=matvec_rows,
     )

@@ -53,16 +53,18 @@ def rope(x, positions, inv_freq, neox):
 
 
 @cuda.jit
-def attention(q, k_cache, v_cache, pos0, window, scale, softcap, scores, out):
-    """One block per (token, head); scores (n_tokens * n_heads, n_ctx) is scratch; softcap > 0
-    caps each scaled score at softcap * tanh(s / softcap)."""
+def attention(q, k_cache, v_cache, seqs, positions, window, scale, softcap, scores, out):
+    """One block per (row, head): row t's query at positions[t] over slot seqs[t] of the caches
+    (n_seq, KVH, n_ctx, D); scores (n_tokens * n_heads, n_ctx) is scratch; softcap > 0 caps
+    each scaled score at softcap * tanh(s / softcap)."""
     th = cuda.blockIdx.x
     tid = cuda.threadIdx.x
     sh = cuda.shared.array(THREADS, float32)
     n_heads, head_dim = q.shape[1], q.shape[2]
     t, h = th // n_heads, th % n_heads
-    kv = h // (n_heads // k_cache.shape[0])
-    p = pos0 + t
+    kv = h // (n_heads // k_cache.shape[1])
+    sq = seqs[t]
+    p = positions[t]
     lo = 0
     if window > 0 and p - window + 1 > 0:
         lo = p - window + 1
@@ -70,7 +72,7 @@ def attention(q, k_cache, v_cache, pos0, window, scale, softcap, scores, out):
     for j in range(lo + tid, p + 1, THREADS):
         s = float32(0.0)
         for d in range(head_dim):
-            s += q[t, h, d] * k_cache[kv, j, d]
+            s += q[t, h, d] * k_cache[sq, kv, j, d]
         s *= scale
         if softcap > 0:
             s = softcap * math.tanh(s / softcap)
@@ -86,7 +88,7 @@ def attention(q, k_cache, v_cache, pos0, window, scale, softcap, scores, out):
     for d in range(tid, head_dim, THREADS):
         acc = float32(0.0)
         for j in range(lo, p + 1):
-            acc += scores[th, j] * v_cache[kv, j, d]
+            acc += scores[th, j] * v_cache[sq, kv, j, d]
         out[t, h, d] = acc / z
 
 
@@ -162,16 +164,17 @@ def add_bias(x, b):
 
 
 @cuda.jit
-def store_kv(k, v, k_cache, v_cache, pos0):
-    """k, v (n, KVH, D) -> caches (KVH, n_ctx, D) at positions pos0.."""
+def store_kv(k, v, k_cache, v_cache, seqs, positions):
+    """k, v (n, KVH, D) -> row t into slot seqs[t] of the caches (n_seq, KVH, n_ctx, D) at
+    positions[t]."""
     idx = cuda.grid(1)
     n, kvh, d = k.shape
     if idx < n * kvh * d:
         i = idx % d
         h = (idx // d) % kvh
         t = idx // (d * kvh)
-        k_cache[h, pos0 + t, i] = k[t, h, i]
-        v_cache[h, pos0 + t, i] = v[t, h, i]
+        k_cache[seqs[t], h, positions[t], i] = k[t, h, i]
+        v_cache[seqs[t], h, positions[t], i] = v[t, h, i]
 
 
 # -- launch helpers ------------------------------------------------------------------------
@@ -184,8 +187,9 @@ def launch_rope(x, positions, inv_freq, neox):
     rope[math.ceil(n / THREADS), THREADS](x, positions, inv_freq, neox)
 
 
-def launch_attention(q, k_cache, v_cache, pos0, window, scale, scores, out, softcap=0.0):
-    attention[q.shape[0] * q.shape[1], THREADS](q, k_cache, v_cache, pos0, window,
+def launch_attention(q, k_cache, v_cache, seqs, positions, window, scale, scores, out,
+                     softcap=0.0):
+    attention[q.shape[0] * q.shape[1], THREADS](q, k_cache, v_cache, seqs, positions, window,
                                                 np.float32(scale), np.float32(softcap), scores,
                                                 out)
 
