@@ -70,7 +70,34 @@ def _record(test, n_prompt, n_gen, seconds, n_tokens, extra) -> dict:
             "samples_ts": ts, "samples_s": seconds, **extra}
 
 
-def run_bench(model, load_s: float, n_prompt: int, n_gen: int, repetitions: int) -> list[dict]:
+def _bench_decode(net, n_gen: int, n_seq: int, repetitions: int, tokens, common) -> dict:
+    """n_seq sequences decoding n_gen tokens together from empty slots (the single-sequence
+    case is llama-bench's tg): aggregate tokens per second."""
+    seqs = list(range(n_seq))
+
+    def run(steps):
+        for s in seqs:
+            net.cache.truncate(s, 0)
+        for p in range(steps):
+            net.decode([tokens[s][p] for s in seqs], seqs)
+
+    run(min(n_gen, 4))  # warm-up
+    seconds = []
+    for _ in bar(range(repetitions), desc=f"tg{n_gen}" + (f" x{n_seq}" if n_seq > 1 else "")):
+        t = time.perf_counter()
+        run(n_gen)
+        seconds.append(time.perf_counter() - t)
+    tg_ts = n_seq * n_gen / float(np.mean(seconds))
+    name = f"tg{n_gen}" if n_seq == 1 else f"tg{n_gen} x{n_seq}"
+    return _record(name, 0, n_gen, seconds, n_seq * n_gen,
+                   {**common, "n_seq": n_seq, "weight_bytes_per_token":
+                    net.weights.decode_bytes, "read_gbs": net.weights.decode_bytes * tg_ts / n_seq
+                    / 1e9})
+
+
+def run_bench(model, load_s: float, n_prompt: int, n_gen: int, repetitions: int,
+              parallel=(1,)) -> list[dict]:
+    """llama-bench's pp and tg; with parallel=(1, 4, ...) tg for that many sequences at once."""
     net = model.net
     rng = np.random.default_rng(0)
     common = {"model": model.file.path.name, "size_bytes": model.file.size,
@@ -92,22 +119,10 @@ def run_bench(model, load_s: float, n_prompt: int, n_gen: int, repetitions: int)
     if n_gen:
         if n_gen > net.n_ctx:
             raise ValueError(f"-n {n_gen} does not fit the context of {net.n_ctx} (-c)")
-        tokens = _tokens(model, n_gen, rng)
-        for p in range(min(n_gen, 8)):  # warm-up
-            net.forward([tokens[p]], p)
-        seconds, first = [], []
-        for _ in bar(range(repetitions), desc=f"tg{n_gen}"):
-            t = time.perf_counter()
-            for p, tok in enumerate(tokens):
-                net.forward([tok], p)
-                if p == 0:
-                    first.append(time.perf_counter() - t)
-            seconds.append(time.perf_counter() - t)
-        tg_ts = n_gen / float(np.mean(seconds))
-        records.append(_record(f"tg{n_gen}", 0, n_gen, seconds, n_gen,
-                               {**common, "ttft_s": float(np.median(first)),
-                                "weight_bytes_per_token": net.weights.decode_bytes,
-                                "read_gbs": net.weights.decode_bytes * tg_ts / 1e9}))
+        for n_seq in parallel:
+            records.append(_bench_decode(net, n_gen, n_seq, repetitions,
+                                         [_tokens(model, n_gen, rng) for _ in range(n_seq)],
+                                         common))
     peak_rss = _peak_rss_bytes()  # before the bandwidth probe allocates its 1 GiB
     bw = read_bandwidth()
     bandwidth = bw["one_thread_gbs"] if common["n_threads"] == 1 else bw["two_threads_gbs"]

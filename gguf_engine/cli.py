@@ -264,9 +264,10 @@ def _cmd_bench(args):
     from .bench import format_records, header, run_bench
 
     t0 = time.perf_counter()
-    model = _load(args)
+    model = _load(args, n_seq=max(args.parallel))
     load_s = time.perf_counter() - t0
-    records = run_bench(model, load_s, args.n_prompt, args.n_gen, args.repetitions)
+    records = run_bench(model, load_s, args.n_prompt, args.n_gen, args.repetitions,
+                        args.parallel)
     print(header(model), file=sys.stdout if args.output == "md" else sys.stderr)
     print(format_records(records, args.output))
 
@@ -301,6 +302,45 @@ def _cmd_download(args):
     if ref.startswith(HF_PREFIX):
         parse_ref(ref)
     print(resolve_model(ref, args.hf_repo, args.hf_file))
+
+
+def _parallel_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(not 1 <= v <= 16 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of counts "
+                                         "from 1 to 16")
+    return values
+
+
+def _cmd_batch(args):
+    from .batch import run
+
+    if args.ray is None:
+        model = _load(args, n_seq=args.parallel)
+    else:
+        from .hub import resolve_model
+
+        model = str(resolve_model(args.model, args.hf_repo, args.hf_file)) if (
+            args.model or args.hf_repo) else None
+        if model is None:
+            from .default_model import default_model_path
+
+            model = str(default_model_path())
+    if _NOTICE is not None:
+        _NOTICE.close()
+    sampling = _sampling(args)
+    sampling.pop("seed")
+    counts = run(model, args.input, args.output, chat=args.chat, strict=args.strict,
+                 ray=args.ray, actors=args.actors, n_ctx=args.ctx_size, n_seq=args.parallel,
+                 n_threads=args.threads, seed=args.seed, **sampling)
+    print(f"gguf-engine: {counts['done']} rows written ({counts['failed']} with an error), "
+          f"{counts['skipped']} already done, {counts['bad_lines']} bad input lines",
+          file=sys.stderr)
+    if counts["bad_lines"] or counts["failed"]:
+        raise SystemExit(1)
 
 
 def _cmd_serve(args):
@@ -359,8 +399,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timed runs of each test")
     b.add_argument("-o", "--output", choices=["md", "json", "csv"], default="md",
                    help="output format")
+    b.add_argument("--parallel", type=_parallel_list, default=(1,),
+                   help="decode this many sequences at once in tg, e.g. 1,4,8,16 (aggregate "
+                        "tok/s)")
     b.add_argument("--kernels", action="store_true", help="run the kernel benchmark instead")
     b.set_defaults(func=_cmd_bench)
+
+    bt = sub.add_parser("batch", help="a JSONL file of prompts through the model, resumable; "
+                                      "--ray to run it on a Ray cluster")
+    _add_model_args(bt)
+    _add_sampling_args(bt)
+    bt.add_argument("-i", "--input", required=True,
+                    help='JSONL: {"id": ..., "prompt": ...} or {"id": ..., "messages": [...]}, '
+                         "with optional per-row sampling fields")
+    bt.add_argument("-o", "--output", required=True,
+                    help="JSONL results, appended as rows finish; ids already there are skipped")
+    bt.add_argument("--chat", action="store_true",
+                    help="render prompts with the chat template (as one user message)")
+    bt.add_argument("--strict", action="store_true", help="stop at the first bad input line")
+    bt.add_argument("--parallel", "-np", type=_positive_int, default=8,
+                    help="sequences decoded together (per process or actor)")
+    bt.add_argument("--ray", metavar="ADDRESS|auto|local",
+                    help="run on Ray: a cluster address, auto, or local (a new instance here)")
+    bt.add_argument("--actors", type=_positive_int, default=2,
+                    help="Ray actors, each with the model and an equal share of the CPUs")
+    bt.set_defaults(func=_cmd_batch)
 
     sv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (/v1/chat/completions, "
                                       "/v1/completions, /v1/models, /health)")

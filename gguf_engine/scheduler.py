@@ -185,10 +185,11 @@ class Scheduler:
     def busy(self) -> bool:
         return bool(self.active or self.waiting)
 
-    def step(self) -> None:
+    def step(self) -> list[Sequence]:
         """Admit and prefill waiting sequences while slots are free, then one decode step for
         every active sequence. A sequence that fails gets its error and ends; the others go
-        on."""
+        on. Returns the sequences that ended in this step."""
+        ended: list[Sequence] = []
         admitted = 0
         while self.free and (not self.active or admitted < self.admit_per_step):
             with self._lock:
@@ -197,17 +198,20 @@ class Scheduler:
                 seq = self.waiting.popleft()
             if seq.cancelled:
                 seq.cancel_now()
+                ended.append(seq)
                 continue
             seq.slot = self._best_slot(seq.prompt)
             admitted += 1
             self._run(seq, lambda s: s.accept(s.prefill(self.net)))
             if seq.done:
                 self._release(seq)
+                ended.append(seq)
             else:
                 self.active.append(seq)
         for seq in [s for s in self.active if s.cancelled]:
             seq.cancel_now()
             self._end(seq)
+            ended.append(seq)
         rows = self.net.decode_rows
         for g in range(0, len(self.active), rows):
             group = self.active[g:g + rows]
@@ -221,6 +225,8 @@ class Scheduler:
                 self._run(seq, lambda s, row=row: s.accept(row))
         for seq in [s for s in self.active if s.done]:
             self._end(seq)
+            ended.append(seq)
+        return ended
 
     def _run(self, seq: Sequence, action) -> None:
         try:
