@@ -168,27 +168,34 @@ def _tiny_model(path, arch="llama"):
     return path
 
 
-def _greedy(net, prompt, steps):
-    tokens = list(prompt)
-    logits = net.forward(tokens, 0)[0].copy()
-    seen = [logits]
+def _greedy(net, prompts, steps):
+    """Greedy decoding of prompts side by side, one slot each: their prefills, then decode
+    steps that take one token of every sequence."""
+    seqs = list(range(len(prompts)))
+    logits = np.stack([net.forward(p, 0, seq=s)[0].copy() for s, p in enumerate(prompts)])
+    out, seen = [[] for _ in prompts], [logits]
     for _ in range(steps):
-        tokens.append(int(np.argmax(logits)))
-        logits = net.forward(tokens[-1:], len(tokens) - 1)[0].copy()
+        tokens = [int(np.argmax(row)) for row in logits]
+        for o, t in zip(out, tokens, strict=True):
+            o.append(t)
+        logits = net.decode(tokens, seqs).copy()
         seen.append(logits)
-    return tokens[len(prompt):], np.stack(seen)
+    return out, np.stack(seen)
 
 
 def test_simulated_greedy_generation_equals_cpu(tmp_path):
-    """Two layers with grouped-query heads: the logits after the prompt and two decode steps
-    with the KV cache (prefill's GEMM is checked per type above)."""
+    """Two layers with grouped-query heads, two sequences in two slots: the logits after the
+    prompts and two decode steps taking both sequences at once, with the KV cache (prefill's
+    GEMM is checked per type above)."""
     from gguf_engine.backend_cuda import CudaBackend
     from gguf_engine.gguf_file import GGUFFile
     from gguf_engine.transformer import Transformer
 
     f = GGUFFile(_tiny_model(tmp_path / "tiny.gguf"))
-    gpu_tokens, gpu_logits = _greedy(Transformer(f, n_ctx=16, backend=CudaBackend()), [3], 2)
-    cpu_tokens, cpu_logits = _greedy(Transformer(f, n_ctx=16), [3], 2)
+    prompts = [[3], [5, 7, 2]]
+    gpu_tokens, gpu_logits = _greedy(Transformer(f, n_ctx=16, backend=CudaBackend(), n_seq=2),
+                                     prompts, 2)
+    cpu_tokens, cpu_logits = _greedy(Transformer(f, n_ctx=16, n_seq=2), prompts, 2)
     assert gpu_tokens == cpu_tokens
     np.testing.assert_allclose(gpu_logits, cpu_logits, atol=1e-4 * np.abs(cpu_logits).max())
 
