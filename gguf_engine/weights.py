@@ -38,7 +38,9 @@ class Linear:
     def matvec(self, X: np.ndarray, out: np.ndarray) -> np.ndarray:
         """X (n, cols) -> out (n, rows) for a few tokens: the weights read once for all of them,
         each token summed exactly as if it were alone."""
-        self.tk.kernels.matvec_tokens(self.w, X, out, self._scratch)
+        kernels = self.tk.kernels
+        (kernels.matvec_one if X.shape[0] == 1 else kernels.matvec_tokens)(
+            self.w, X, out, self._scratch)
         if self.bias is not None:
             out += self.bias
         return out

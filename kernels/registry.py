@@ -53,7 +53,7 @@ class TypeKernels:
     type_size: int  # bytes per block
     view: np.dtype  # the dtype the kernels read rows as (uint8 for quantized blocks)
     # dequantize_rows(w, out), gather_rows(w, ids, out), matvec_tokens(w, X, out, scratch),
-    # matvec_rows(w, x, out, scratch) (one token)
+    # matvec_one (the same for X of one token, compiled apart), matvec_rows(w, x, out, scratch)
     kernels: SimpleNamespace
     # dequant_block(row, b, out, o): block b of a row into out[o : o + block], scalar code that
     # the CUDA kernels compile for the GPU too (kernels/cuda/quant.py)

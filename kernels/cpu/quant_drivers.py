@@ -87,6 +87,7 @@ def x_itself(x):
 
 # The per-type names the loop templates below read; `build` binds them for each type.
 BLOCK = STEP = STEP_UNITS = LINE_UNITS = 1
+PAIRS = True
 dequant_block = dot4_block = derive_x = None
 
 
@@ -171,7 +172,7 @@ def matvec_tokens(w, X, out, scratch):
             while t < n:
                 x0, q0 = X[t], XD[t]
                 a0 = a1 = a2 = a3 = vzero()
-                if t + 2 <= n:
+                if PAIRS and t + 2 <= n:
                     x1, q1 = X[t + 1], XD[t + 1]
                     b0 = b1 = b2 = b3 = vzero()
                     for s in range(n_steps):
@@ -255,15 +256,20 @@ def build(mod) -> SimpleNamespace:
         dot4_block=dot4,
         derive_x=getattr(mod, "derive_x", x_itself),
     )
-    tokens = njit(parallel=True, cache=True)(_bind(matvec_tokens, suffix, **names))
+    tokens = njit(parallel=True, cache=True)(_bind(matvec_tokens, suffix, PAIRS=True, **names))
+    # the same driver without the pairs: what one token needs, at a third of the compile time
+    # (the pairs are compiled only where several tokens are decoded at once)
+    one = njit(parallel=True, cache=True)(_bind(matvec_tokens, suffix + "_one", PAIRS=False,
+                                                **names))
 
     def matvec_rows(w, x, out, scratch):
         """out (rows,) = w @ x (cols,): `matvec_tokens` for one token."""
-        tokens(w, x.reshape(1, -1), out.reshape(1, -1), scratch)
+        one(w, x.reshape(1, -1), out.reshape(1, -1), scratch)
 
     return SimpleNamespace(
         dequantize_rows=njit(parallel=True, cache=True)(_bind(dequantize_rows, suffix, **names)),
         gather_rows=njit(parallel=True, cache=True)(_bind(gather_rows, suffix, **names)),
         matvec_tokens=tokens,
+        matvec_one=one,
         matvec_rows=matvec_rows,
     )
