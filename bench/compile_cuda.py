@@ -42,10 +42,11 @@ def main() -> None:
         quant.gemm: (arr(f32, 2), arr(f32, 2), arr(f32, 2)),
         ops.rmsnorm: (arr(f32, 2), arr(f32, 1), f32, arr(f32, 2)),
         ops.rope: (arr(f32, 3), arr(i64, 1), arr(types.float64, 1), types.boolean),
-        ops.attention: (arr(f32, 3), arr(f32, 3), arr(f32, 3), i64, i64, f32, arr(f32, 2),
-                        arr(f32, 3)),
+        ops.attention: (arr(f32, 3), arr(f32, 4), arr(f32, 4), arr(i64, 1), arr(i64, 1), i64,
+                        f32, f32, arr(f32, 2), arr(f32, 3)),
         ops.gated: (arr(f32, 2), i64, arr(f32, 2), types.boolean, arr(f32, 1)),
-        ops.store_kv: (arr(f32, 3), arr(f32, 3), arr(f32, 3), arr(f32, 3), i64),
+        ops.store_kv: (arr(f32, 3), arr(f32, 3), arr(f32, 4), arr(f32, 4), arr(i64, 1),
+                       arr(i64, 1)),
     }
     for k, sig in others.items():
         print(f"{k.py_func.__name__}: PTX {len(cuda.compile_ptx(k.py_func, sig, cc=cc)[0])} bytes")
