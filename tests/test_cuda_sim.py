@@ -295,7 +295,7 @@ def test_simulated_greedy_steps_of_every_type_equal_cpu(tmp_path, t):
     from gguf_engine.transformer import Transformer
 
     f = GGUFFile(_tiny_typed_model(tmp_path / f"{t.name}.gguf", t))
-    cpu_tokens, cpu_logits = _greedy(Transformer(f, n_ctx=8), [3], 2)
-    gpu_tokens, gpu_logits = _greedy(Transformer(f, n_ctx=8, backend=CudaBackend()), [3], 2)
+    cpu_tokens, cpu_logits = _greedy(Transformer(f, n_ctx=8), [[3]], 2)
+    gpu_tokens, gpu_logits = _greedy(Transformer(f, n_ctx=8, backend=CudaBackend()), [[3]], 2)
     assert gpu_tokens == cpu_tokens
     np.testing.assert_allclose(gpu_logits, cpu_logits, atol=1e-4 * np.abs(cpu_logits).max())
