@@ -75,7 +75,7 @@ def main(argv=None) -> None:
         url, srv, thread = start_server(args.model or default_model_path(), args.parallel,
                                         args.ctx_size)
     client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
-    one_request(client, -1, 4)  # warm-up: compile what the first request needs
+    one_request(client, 0, 4)  # warm-up: compile what the first request needs
     t0 = time.perf_counter()
     with ThreadPoolExecutor(args.clients) as pool:
         results = list(pool.map(lambda i: one_request(client, i, args.tokens),

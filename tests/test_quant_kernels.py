@@ -160,16 +160,18 @@ def test_accepts_int_and_enum_types():
     assert kernels.dequantize(data.reshape(-1)[:34], T.Q8_0, (32,)).shape == (32,)
 
 
-# the types of the models the batching tests run; the rest compile for minutes (slow)
-BATCHED_IN_CI = {T.Q8_0, T.Q4_0, T.Q5_0, T.Q4_K, T.Q6_K, T.F32}
+# the types of the models the batching and server tests run (compiled for them anyway); the
+# rest take about half a minute each to compile: slow
+BATCHED_IN_CI = {T.Q8_0, T.Q5_0, T.Q4_K, T.Q6_K}
 
 
 @pytest.mark.parametrize("t", [pytest.param(t, marks=() if t in BATCHED_IN_CI else
                                             pytest.mark.slow) for t in ALL_TYPES],
                          ids=lambda t: t.name)
 def test_matvec_tokens_sums_each_token_as_if_alone(t):
-    """The batched decode kernel: 1 to 16 tokens at once (two side by side, an odd one alone)
-    against float64, and each token's row bit for bit what the one-token kernel gives."""
+    """The batched decode kernel: 1 to 16 tokens at once (two side by side, an odd last one
+    paired with itself) against float64, and each token's row bit for bit what the one-token
+    kernel gives."""
     from gguf_engine.kernels.quantized import block_rows, matvec_scratch
 
     rng = np.random.default_rng(7 + int(t))

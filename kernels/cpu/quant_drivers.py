@@ -166,14 +166,15 @@ def matvec_tokens(w, X, out, scratch):
             # two tokens at a time side by side, their 8 accumulators in registers: the two
             # inlined dot4_blocks read the same weights with no store between them, so the
             # compiler decodes each weight block once for both (four side by side would share
-            # more, but take minutes to compile for the K-quants); an odd last token, or a
-            # single one, goes alone
+            # more, but take minutes to compile for the K-quants). An odd last token pairs
+            # with itself. Without PAIRS (one token), the same loop for one.
             t = 0
             while t < n:
                 x0, q0 = X[t], XD[t]
                 a0 = a1 = a2 = a3 = vzero()
-                if PAIRS and t + 2 <= n:
-                    x1, q1 = X[t + 1], XD[t + 1]
+                if PAIRS:
+                    u = min(t + 1, n - 1)
+                    x1, q1 = X[u], XD[u]
                     b0 = b1 = b2 = b3 = vzero()
                     for s in range(n_steps):
                         if pr >= 0 and t == 0:
@@ -182,7 +183,8 @@ def matvec_tokens(w, X, out, scratch):
                                                     tmp)
                         b0, b1, b2, b3 = dot4_block(w0, w1, w2, w3, s, x1, q1, b0, b1, b2, b3,
                                                     tmp)
-                    _store4(acc, t + 1, b0, b1, b2, b3)
+                    if t + 1 < n:
+                        _store4(acc, t + 1, b0, b1, b2, b3)
                 else:
                     for s in range(n_steps):
                         if pr >= 0 and t == 0:
@@ -190,7 +192,7 @@ def matvec_tokens(w, X, out, scratch):
                         a0, a1, a2, a3 = dot4_block(w0, w1, w2, w3, s, x0, q0, a0, a1, a2, a3,
                                                     tmp)
                 _store4(acc, t, a0, a1, a2, a3)
-                t += 2
+                t += 2 if PAIRS else 1
             for t in range(n):
                 x = X[t]
                 o = t * 4 * LANES
