@@ -34,8 +34,7 @@ def load(model=None, *, n_ctx: int | None = None, n_threads: int | None = None,
     own: applied around its calls and restored after, never set for the process. n_seq
     sequence slots (each of n_ctx tokens) let `generate_batch` and the server decode that many
     sequences together."""
-    from .default_model import default_model_path
-    from .hub import resolve_model
+    from .kv_cache import slot_count
     from .model import Model
 
     if device not in DEVICES:
@@ -44,18 +43,24 @@ def load(model=None, *, n_ctx: int | None = None, n_threads: int | None = None,
         from .backend_cuda import cuda_available
 
         device = "cuda" if cuda_available() else "cpu"
-    if isinstance(n_seq, bool) or not isinstance(n_seq, int) or n_seq < 1:
-        raise ValueError(f"invalid n_seq={n_seq!r}: must be a positive integer")
+    slot_count(n_seq)  # checked before the file is read or downloaded
     if n_threads is not None and device == "cpu":
         from .backend_cpu import thread_count
 
         thread_count(n_threads)  # checked before the file is read or downloaded
+    return Model(model_path(model, hf_repo, hf_file), n_ctx=n_ctx, device=device,
+                 extend_context=extend_context, n_threads=n_threads, n_seq=n_seq)
+
+
+def model_path(model=None, hf_repo: str | None = None, hf_file: str | None = None):
+    """The local path of a model as `load` takes it: a path, an hf:// reference or hf_repo=
+    and hf_file= (downloaded or found in the cache), or None for the embedded default."""
+    from .default_model import default_model_path
+    from .hub import resolve_model
+
     if model is None and not (hf_repo or hf_file):
-        path = default_model_path()
-    else:
-        path = resolve_model(model, hf_repo, hf_file)
-    return Model(path, n_ctx=n_ctx, device=device, extend_context=extend_context,
-                 n_threads=n_threads, n_seq=n_seq)
+        return default_model_path()
+    return resolve_model(model, hf_repo, hf_file)
 
 
 def __getattr__(name):

@@ -160,40 +160,38 @@ def run_rows(model, rows: list[Row], sampling: dict, job_seed, emit) -> None:
         kw = {**sampling, **row.sampling}
         kw.setdefault("seed", row_seed(job_seed, row.id))
         try:
+            inside = None  # chat rows: whether the template leaves the reply in <think>
             if row.messages is not None:
                 text = model.apply_chat_template(row.messages)
                 seq = model.sequence(model._chat_ids(text), **kw)
-                seq.reasoning = opens_reasoning(text)
+                inside = opens_reasoning(text)
             else:
                 seq = model.sequence(row.prompt, **kw)
-                seq.reasoning = None
         except Exception as e:  # the row's own fault: say so in its line
             emit(row, result_line(row, error=f"{type(e).__name__}: {e}"))
             continue
-        pending[id(seq)] = row
+        pending[id(seq)] = (row, inside)
         sched.add(seq)
     hold = model._acquire()
     try:
         while sched.busy:
             for seq in sched.step():
-                row = pending.pop(id(seq))
-                emit(row, _line_of(row, seq))
+                row, inside = pending.pop(id(seq))
+                emit(row, _line_of(row, seq, inside))
     finally:
         model._release(hold)
 
 
-def _line_of(row: Row, seq) -> str:
-    from .text_split import ReasoningSplitter, ReasoningText
+def _line_of(row: Row, seq, inside: bool | None) -> str:
+    from .text_split import split_reasoning
 
     if seq.error is not None:
         return result_line(row, error=f"{type(seq.error).__name__}: {seq.error}")
     res = seq.result()
-    if seq.reasoning is not None:
-        sp = ReasoningSplitter(seq.reasoning)
-        parts = sp.push(res.text) + sp.flush()
-        if sp.seen:
-            res.text = "".join(p for p in parts if not isinstance(p, ReasoningText))
-            res.reasoning = "".join(p for p in parts if isinstance(p, ReasoningText)).strip()
+    if inside is not None:
+        reasoning, answer = split_reasoning(res.text, inside)
+        if reasoning is not None:
+            res.text, res.reasoning = answer, reasoning
     return result_line(row, res)
 
 

@@ -320,15 +320,10 @@ def _cmd_batch(args):
 
     if args.ray is None:
         model = _load(args, n_seq=args.parallel)
-    else:
-        from .hub import resolve_model
+    else:  # each actor loads it from this path
+        from . import model_path
 
-        model = str(resolve_model(args.model, args.hf_repo, args.hf_file)) if (
-            args.model or args.hf_repo) else None
-        if model is None:
-            from .default_model import default_model_path
-
-            model = str(default_model_path())
+        model = str(model_path(args.model, args.hf_repo, args.hf_file))
     if _NOTICE is not None:
         _NOTICE.close()
     sampling = _sampling(args)

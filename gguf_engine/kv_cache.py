@@ -23,6 +23,13 @@ def available_memory() -> int | None:
         return None
 
 
+def slot_count(n_seq) -> int:
+    """n_seq checked: the number of sequence slots, a positive integer."""
+    if isinstance(n_seq, bool) or not isinstance(n_seq, int) or n_seq < 1:
+        raise ValueError(f"invalid n_seq={n_seq!r}: must be a positive integer")
+    return n_seq
+
+
 class KVCache:
     """K and V of every layer for `n_seq` sequence slots of a whole context each, on the device
     whose `zeros` made them."""

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .chat import ChatTemplateError
 from .defaults import SAMPLING
 from .scheduler import Scheduler, Sequence
-from .text_split import ReasoningSplitter, ReasoningText, opens_reasoning
+from .text_split import ReasoningSplitter, ReasoningText, opens_reasoning, split_reasoning
 from .transformer import ContextOverflowError
 
 DEFAULT_PORT = 8080
@@ -68,7 +68,7 @@ class Engine:
         self.model = model
         self.sched = Scheduler(model.net)
         self.max_queue = max_queue
-        self._requests: list[_Request] = []
+        self._requests: dict[int, _Request] = {}  # id(sequence) -> its request
         self._wake = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="gguf-engine-scheduler",
@@ -90,7 +90,7 @@ class Engine:
                                "waiting for a slot; retry later", "server_busy")
             req = _Request(seq, asyncio.get_running_loop())
             seq.on_pieces = req.push
-            self._requests.append(req)
+            self._requests[id(seq)] = req
             self.sched.add(seq)
             self._wake.notify()
         return req
@@ -109,16 +109,17 @@ class Engine:
             if hold is None:
                 hold = self.model._acquire()
             try:
-                self.sched.step()
+                ended = self.sched.step()
             except Exception as e:  # a bug, not a request's fault: end every request with it
-                for req in self._requests:
-                    req.seq.error, req.seq.done = e, True
+                ended = [req.seq for req in self._requests.values()]
+                for seq in ended:
+                    seq.error, seq.done = e, True
             with self._wake:
-                finished = [r for r in self._requests if r.seq.done]
-                self._requests = [r for r in self._requests if not r.seq.done]
+                # after a failed step the scheduler may still hold sequences already ended
+                finished = [r for r in (self._requests.pop(id(s), None) for s in ended) if r]
             for req in finished:
                 req.push(_DONE)
-        for req in self._requests:
+        for req in self._requests.values():
             req.seq.cancelled = True
             req.push(_DONE)
         if hold is not None:
@@ -365,7 +366,6 @@ def create_app(model, alias: str, api_key: str | None = None, max_queue: int = D
             return model.sequence(model._chat_ids(text), **kw), opens_reasoning(text)
 
         seq, inside = make_sequence(make)
-        splitter = ReasoningSplitter(inside)
         rid = f"chatcmpl-{secrets.token_hex(12)}"
 
         def envelope(choice, usage=None, chunk=False):
@@ -383,6 +383,8 @@ def create_app(model, alias: str, api_key: str | None = None, max_queue: int = D
 
         req = engine.submit(seq)
         if body.get("stream"):
+            splitter = ReasoningSplitter(inside)
+
             async def events():
                 yield json.dumps(envelope({"index": 0, "delta": {"role": "assistant",
                                                                  "content": ""},
@@ -410,12 +412,10 @@ def create_app(model, alias: str, api_key: str | None = None, max_queue: int = D
         async for _ in _pieces(req, request):
             pass
         res = _result(req)
-        parts = splitter.push(res.text) + splitter.flush()
-        message = {"role": "assistant",
-                   "content": "".join(p for p in parts if not isinstance(p, ReasoningText))}
-        if splitter.seen:
-            message["reasoning_content"] = "".join(
-                p for p in parts if isinstance(p, ReasoningText)).strip()
+        reasoning, answer = split_reasoning(res.text, inside)
+        message = {"role": "assistant", "content": answer}
+        if reasoning is not None:
+            message["reasoning_content"] = reasoning
         return envelope({"index": 0, "message": message,
                          "logprobs": _chat_logprobs(res.logprobs),
                          "finish_reason": _FINISH[res.finish_reason]}, _usage(res))

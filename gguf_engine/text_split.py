@@ -24,6 +24,17 @@ def opens_reasoning(prompt_text: str) -> bool:
     return prompt_text.rfind(THINK_OPEN) > prompt_text.rfind(THINK_CLOSE)
 
 
+def split_reasoning(text: str, inside: bool) -> tuple[str | None, str]:
+    """(reasoning, answer) of a whole reply (see ReasoningSplitter); reasoning is None when the
+    reply has no reasoning block."""
+    sp = ReasoningSplitter(inside)
+    parts = sp.push(text) + sp.flush()
+    answer = "".join(p for p in parts if not isinstance(p, ReasoningText))
+    if not sp.seen:
+        return None, answer
+    return "".join(p for p in parts if isinstance(p, ReasoningText)).strip(), answer
+
+
 class ReasoningText(str):
     """A piece of a reply's reasoning: text between <think> and </think>, tags left out."""
 

@@ -12,7 +12,7 @@ from .config import Config
 from .defaults import DEFAULT_N_CTX
 from .gguf_file import GGUFFile
 from .kernels.cpu import rope
-from .kv_cache import KVCache, available_memory
+from .kv_cache import KVCache, available_memory, slot_count
 from .weights import MATVEC_MAX_TOKENS, Weights, load_weights
 
 PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds the run buffers
@@ -87,8 +87,7 @@ class Transformer:
         self.file = f
         self.config = cfg = Config.from_gguf(f)
         self.backend = be = backend or CPUBackend()
-        if isinstance(n_seq, bool) or not isinstance(n_seq, int) or n_seq < 1:
-            raise ValueError(f"invalid n_seq={n_seq!r}: must be a positive integer")
+        slot_count(n_seq)
         host_weights = load_weights(f, cfg)
         self.n_ctx = context_size(cfg, n_ctx, extend_context)
         if be.name == "cpu":

@@ -10,7 +10,12 @@ import re
 import pytest
 
 from gguf_engine.model import Model
-from gguf_engine.text_split import ReasoningSplitter, ReasoningText, opens_reasoning
+from gguf_engine.text_split import (
+    ReasoningSplitter,
+    ReasoningText,
+    opens_reasoning,
+    split_reasoning,
+)
 
 REPLIES = [
     "<think>\nLet me see: 2+2.\n</think>\n\nIt is 4.",
@@ -55,6 +60,14 @@ def test_every_way_of_cutting_a_reply_routes_it_alike(reply, inside):
             assert route(pieces, inside) == want, pieces
     # one character at a time
     assert route(list(reply), inside) == want
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_whole_reply_splits_as_the_regex_says(inside):
+    for reply in REPLIES:
+        reasoning, answer = reference(reply, inside)
+        want = (None if reasoning is None else reasoning.strip(), answer)
+        assert split_reasoning(reply, inside) == want, reply
 
 
 def test_a_prompt_ending_in_an_open_block_opens_the_reply():
