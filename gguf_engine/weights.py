@@ -34,13 +34,22 @@ class Linear:
         self.nbytes = t.nbytes
         self.bias = bias  # (rows,) float32 or None
         self._scratch = matvec_scratch(self.tk, self.rows)  # (n_parts, 4 * block)
+        self._out: np.ndarray | None = None  # (MATVEC_MAX_TOKENS, rows), made when needed
 
     def matvec(self, X: np.ndarray, out: np.ndarray) -> np.ndarray:
         """X (n, cols) -> out (n, rows) for a few tokens: the weights read once for all of them,
         each token summed exactly as if it were alone."""
         kernels = self.tk.kernels
-        (kernels.matvec_one if X.shape[0] == 1 else kernels.matvec_tokens)(
-            self.w, X, out, self._scratch)
+        kernel = kernels.matvec_one if X.shape[0] == 1 else kernels.matvec_tokens
+        if out.flags.c_contiguous:
+            kernel(self.w, X, out, self._scratch)
+        else:
+            # a column block of a wider buffer (gate and up side by side): through a buffer
+            # of this Linear's own, so the kernels compile for C-contiguous arrays only
+            if self._out is None:
+                self._out = np.empty((MATVEC_MAX_TOKENS, self.rows), np.float32)
+            kernel(self.w, X, self._out[:X.shape[0]], self._scratch)
+            out[...] = self._out[:X.shape[0]]
         if self.bias is not None:
             out += self.bias
         return out

@@ -40,8 +40,10 @@ def block_rows(data: np.ndarray, ggml_type, shape) -> tuple[TypeKernels, np.ndar
             f"{tk.ggml_type.name} {(rows, cols)} needs {rows * row_bytes} bytes, "
             f"data has {data.size}"
         )
-    w = np.ascontiguousarray(data).reshape(rows, row_bytes)
-    return tk, w.view(tk.view)
+    w = np.ascontiguousarray(data).reshape(rows, row_bytes).view(tk.view)
+    # read-only, as a model's memory-mapped weights are: one compiled signature serves both
+    w.flags.writeable = False
+    return tk, w
 
 
 def matvec_scratch(tk: TypeKernels, rows: int) -> np.ndarray:

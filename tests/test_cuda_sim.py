@@ -130,7 +130,7 @@ def _tiny_model(path, arch="llama"):
     from gguf import GGMLQuantizationType as T
 
     rng = np.random.default_rng(0)
-    E, F, V, L = 64, 64, 32, 2
+    E, F, V, L = 32, 32, 32, 2
     w = gguf.GGUFWriter(str(path), arch)
     w.add_block_count(L)
     w.add_embedding_length(E)
