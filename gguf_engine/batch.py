@@ -22,7 +22,9 @@ from pathlib import Path
 ROW_SAMPLING = {"max_tokens": int, "temperature": (int, float), "top_k": int,
                 "top_p": (int, float), "min_p": (int, float), "repeat_penalty": (int, float),
                 "presence_penalty": (int, float), "frequency_penalty": (int, float),
-                "seed": int, "stop": (str, list)}
+                "seed": int, "stop": (str, list), "response_format": dict, "grammar": str,
+                "regex": str}
+CHAT_ROW_FIELDS = {"tools": list, "tool_choice": (str, dict)}  # chat rows only
 
 
 class BatchInputError(ValueError):
@@ -72,15 +74,16 @@ def parse_line(text: str, line: int, chat: bool) -> Row:
         raise ValueError("'messages' must be a non-empty list")
     if chat and prompt is not None:
         messages, prompt = [{"role": "user", "content": prompt}], None
+    fields = {**ROW_SAMPLING, **CHAT_ROW_FIELDS} if messages is not None else ROW_SAMPLING
     sampling = {}
-    for key, kind in ROW_SAMPLING.items():
+    for key, kind in fields.items():
         if obj.get(key) is None:
             continue
         value = obj[key]
         if isinstance(value, bool) or not isinstance(value, kind):
             raise ValueError(f"'{key}' has the wrong type ({type(value).__name__})")
         sampling[key] = value
-    unknown = set(obj) - {"id", "prompt", "messages"} - set(ROW_SAMPLING)
+    unknown = set(obj) - {"id", "prompt", "messages"} - set(fields)
     if unknown:
         raise ValueError(f"unknown field(s): {', '.join(sorted(unknown))}")
     return Row(line, rid, prompt, messages, sampling)
@@ -145,6 +148,8 @@ def result_line(row: Row, res=None, error: str | None = None) -> str:
                      "total_tokens": len(res.prompt_tokens) + len(res.tokens)}}
     if res.reasoning is not None:
         out["reasoning"] = res.reasoning
+    if res.tool_calls is not None:
+        out["tool_calls"] = res.tool_calls
     return json.dumps(out, ensure_ascii=False)
 
 
@@ -152,7 +157,6 @@ def run_rows(model, rows: list[Row], sampling: dict, job_seed, emit) -> None:
     """Every row through the model's scheduler, n_seq at a time; emit(row, line) as each
     finishes. A row that cannot run (prompt too long, bad template) gets an error line."""
     from .scheduler import Scheduler
-    from .text_split import opens_reasoning
 
     sched = Scheduler(model.net, admit_per_step=model.net.cache.n_seq)
     pending = {}
@@ -160,39 +164,31 @@ def run_rows(model, rows: list[Row], sampling: dict, job_seed, emit) -> None:
         kw = {**sampling, **row.sampling}
         kw.setdefault("seed", row_seed(job_seed, row.id))
         try:
-            inside = None  # chat rows: whether the template leaves the reply in <think>
+            turn = None  # chat rows: how to read the reply
             if row.messages is not None:
-                text = model.apply_chat_template(row.messages)
-                seq = model.sequence(model._chat_ids(text), **kw)
-                inside = opens_reasoning(text)
+                seq, turn = model.chat_sequence(row.messages, **kw)
             else:
                 seq = model.sequence(row.prompt, **kw)
         except Exception as e:  # the row's own fault: say so in its line
             emit(row, result_line(row, error=f"{type(e).__name__}: {e}"))
             continue
-        pending[id(seq)] = (row, inside)
+        pending[id(seq)] = (row, turn)
         sched.add(seq)
     hold = model._acquire()
     try:
         while sched.busy:
             for seq in sched.step():
-                row, inside = pending.pop(id(seq))
-                emit(row, _line_of(row, seq, inside))
+                row, turn = pending.pop(id(seq))
+                emit(row, _line_of(row, seq, turn))
     finally:
         model._release(hold)
 
 
-def _line_of(row: Row, seq, inside: bool | None) -> str:
-    from .text_split import split_reasoning
-
+def _line_of(row: Row, seq, turn) -> str:
     if seq.error is not None:
         return result_line(row, error=f"{type(seq.error).__name__}: {seq.error}")
     res = seq.result()
-    if inside is not None:
-        reasoning, answer = split_reasoning(res.text, inside)
-        if reasoning is not None:
-            res.text, res.reasoning = answer, reasoning
-    return result_line(row, res)
+    return result_line(row, res if turn is None else turn.reply(res))
 
 
 # -- the job ------------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from . import template_sandbox
+from dataclasses import dataclass, replace
+
+from . import template_sandbox, tool_calls
+from .text_split import split_reasoning
 
 # Gemma's turn format, for gemma files that carry no template (a system message is folded into
 # the first user turn, as Gemma's own template does).
@@ -76,7 +79,8 @@ def render(template: str, messages, *, bos_token: str, eos_token: str,
         raise ChatTemplateError(f"the chat template must be a string, got "
                                 f"{type(template).__name__}")
     context = {"bos_token": bos_token, "eos_token": eos_token, **template_kwargs,
-               "messages": validate_messages(messages), "tools": validate_tools(tools),
+               "messages": tool_calls.template_messages(validate_messages(messages)),
+               "tools": validate_tools(tools),
                "add_generation_prompt": bool(add_generation_prompt)}
     try:
         return template_sandbox.render(template, context, max_chars=max_chars)
@@ -87,3 +91,25 @@ def render(template: str, messages, *, bos_token: str, eos_token: str,
     except (TypeError, ValueError) as e:  # json.dumps of the context
         raise ValueError(f"messages, tools and template variables must be JSON values: "
                          f"{e}") from None
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    """How to read the reply to a rendered chat prompt."""
+
+    opens_reasoning: bool  # the prompt leaves the reply inside a <think> block
+    tool_form: str | None  # the tool-call form to parse (tool_calls.form); None: no tools
+
+    def reply(self, result, reasoning_format: str = "auto"):
+        """`result` (a GenerationResult) with the reasoning apart ("auto") and the tool calls
+        parsed out of the answer (finish_reason "tool_calls" when there are any)."""
+        if reasoning_format == "auto":
+            reasoning, answer = split_reasoning(result.text, self.opens_reasoning)
+            if reasoning is not None:
+                result = replace(result, text=answer, reasoning=reasoning)
+        if self.tool_form is not None:
+            content, calls = tool_calls.parse(self.tool_form, result.text)
+            if calls:
+                result = replace(result, text=content, tool_calls=calls,
+                                 finish_reason="tool_calls")
+        return result

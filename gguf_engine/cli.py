@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -103,6 +104,39 @@ def _add_sampling_args(p):
     p.add_argument("--no-escape", action="store_true",
                    help="take --stop and the prompt literally (no \\n, \\t, \\xHH escapes)")
     p.add_argument("--verbose", action="store_true", help="print timings to stderr")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-j", "--json-schema", metavar="FILE|JSON",
+                   help="the output is JSON valid under this schema (a file, or the schema "
+                        "itself when it starts with '{'; '{}' for any JSON object)")
+    g.add_argument("--grammar-file", metavar="FILE",
+                   help="the output follows this GBNF grammar (llama.cpp's format)")
+    g.add_argument("--regex", help="the output matches this regular expression")
+
+
+def _read(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as e:
+        raise CLIError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+def _constraint(args) -> dict:
+    """generate's constraint keyword from --json-schema / --grammar-file / --regex."""
+    if args.json_schema is not None:
+        text = args.json_schema
+        if not text.lstrip().startswith("{"):
+            text = _read(text, "JSON schema file")
+        try:
+            schema = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise CLIError(f"--json-schema is not valid JSON: {e}") from None
+        return {"response_format": {"type": "json_schema", "json_schema": {"schema": schema}}}
+    if args.grammar_file is not None:
+        return {"grammar": _read(args.grammar_file, "grammar file")}
+    if args.regex is not None:
+        return {"regex": args.regex}
+    return {}
 
 
 def _load(args, n_seq: int = 1):
@@ -121,7 +155,7 @@ def _sampling(args) -> dict:
     return dict(max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k,
                 top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
                 seed=args.seed, stop=[_text_arg(args, s) for s in args.stop],
-                ignore_eos=args.ignore_eos)
+                ignore_eos=args.ignore_eos, **_constraint(args))
 
 
 def _stream_out(stream, verbose: bool):
@@ -153,14 +187,7 @@ def _cmd_generate(args):
     if args.file is not None:
         if args.prompt is not None:
             raise CLIError("give the prompt either as an argument or with -f, not both")
-        try:
-            if args.file == "-":
-                prompt = sys.stdin.read()
-            else:
-                with open(args.file, encoding="utf-8") as fh:
-                    prompt = fh.read()
-        except OSError as e:
-            raise CLIError(f"cannot read prompt file {args.file}: {e.strerror}") from None
+        prompt = sys.stdin.read() if args.file == "-" else _read(args.file, "prompt file")
     elif args.prompt is not None:
         prompt = args.prompt
     else:
@@ -193,12 +220,7 @@ def _chat_template(args, model) -> str | None:
     if args.chat_template is not None and args.chat_template_file is not None:
         raise CLIError("give --chat-template or --chat-template-file, not both")
     if args.chat_template_file is not None:
-        try:
-            with open(args.chat_template_file, encoding="utf-8") as fh:
-                return fh.read()
-        except OSError as e:
-            raise CLIError(f"cannot read chat template file {args.chat_template_file}: "
-                           f"{e.strerror}") from None
+        return _read(args.chat_template_file, "chat template file")
     if args.chat_template is not None:
         return args.chat_template
     f = model.file
@@ -338,6 +360,46 @@ def _cmd_batch(args):
         raise SystemExit(1)
 
 
+def _cmd_perplexity(args):
+    from pathlib import Path
+
+    from . import perplexity as pp
+
+    text = _read(args.file, "text file")
+    model = _load(args)
+    n_ctx = model.n_ctx
+    tokens = model.tokenize(text) if text else []
+    scored = pp.targets(tokens, n_ctx)
+    base = Path(args.kl_base) if args.kl_base else None
+    base_ids = base_logp = None
+    if base is not None and base.exists():
+        base_ids, base_logp = pp.load_base(base, scored, n_ctx, model.n_vocab)
+    if _NOTICE is not None:
+        _NOTICE.close()
+    print(f"gguf-engine: {len(tokens)} tokens, {len(tokens) // n_ctx} windows of {n_ctx}, "
+          f"{len(scored)} scored", file=sys.stderr)
+
+    def report(w, n, ppl):
+        print(f"[{w}/{n}] {ppl:.4f}", file=sys.stderr, flush=True)
+
+    s = pp.score(model, tokens, n_ctx, args.top_k, base_ids, report)
+    out = {**pp.summary(s), "route": "exact"}
+    if base_ids is not None:
+        out.update(pp.compare(base_ids, base_logp, s))
+    elif base is not None:
+        pp.save_base(base, s, scored, n_ctx)
+    if args.output == "json":
+        print(json.dumps(out))
+        return
+    print(f"PPL = {out['ppl']:.4f} +/- {out['ppl_stderr']:.5f} over {out['n_tokens']} tokens "
+          f"({out['route']} route)")
+    if "kl_mean" in out:
+        print(f"KL divergence from {base}: mean {out['kl_mean']:.6f}, p99 {out['kl_p99']:.6f}; "
+              f"top-1 agreement {100 * out['top1_agreement']:.2f}%")
+    elif base is not None:
+        print(f"saved the top-{args.top_k} log-probabilities to {base}")
+
+
 def _cmd_serve(args):
     import importlib.util
 
@@ -432,6 +494,19 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--queue", type=_positive_int, default=64,
                     help="requests that may wait for a slot before the server answers 503")
     sv.set_defaults(func=_cmd_serve)
+
+    pp = sub.add_parser("perplexity", help="llama-perplexity's perplexity of a text; "
+                                           "--kl-base compares two runs")
+    _add_model_args(pp)
+    pp.set_defaults(ctx_size=512)
+    pp.add_argument("-f", "--file", required=True, help="the text (UTF-8)")
+    pp.add_argument("--kl-base", metavar="FILE",
+                    help="save each scored position's top-k log-probabilities here, or, if "
+                         "FILE exists, compare with them (KL divergence, top-1 agreement)")
+    pp.add_argument("--top-k", type=_positive_int, default=32,
+                    help="log-probabilities kept per position for --kl-base")
+    pp.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    pp.set_defaults(func=_cmd_perplexity)
 
     i = sub.add_parser("inspect", help="show a GGUF file's architecture, hyperparameters and "
                                        "tensors")

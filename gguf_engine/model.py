@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 
 import numpy as np
 
+from . import tool_calls
 from .backend_cpu import CPUBackend
-from .chat import GEMMA_TEMPLATE, ChatTemplateError, RenderedPromptTooLong, render
+from .chat import GEMMA_TEMPLATE, ChatTemplateError, ChatTurn, RenderedPromptTooLong, render
+from .constraints import Constraint, grammar_text
 from .defaults import SAMPLING
 from .gguf_file import GGUFFile
 from .sampling import Sampler, SamplingParams
 from .scheduler import GenerationResult, Scheduler, Sequence
-from .text_split import ReasoningSplitter, ReasoningText, opens_reasoning
+from .text_split import ReasoningSplitter, opens_reasoning
 from .tokenizer import GGUFTokenizer
 from .transformer import ContextOverflowError, Transformer
 
@@ -157,14 +158,22 @@ class Model:
                  presence_penalty: float = SAMPLING["presence_penalty"],
                  frequency_penalty: float = SAMPLING["frequency_penalty"],
                  seed: int | None = None, stop=(),
-                 logprobs: int | None = None, stream: bool = False, ignore_eos: bool = False):
+                 logprobs: int | None = None, stream: bool = False, ignore_eos: bool = False,
+                 response_format: dict | None = None, grammar: str | None = None,
+                 lark: str | None = None, regex: str | None = None):
         """Continue `prompt` (a string, tokenized with add_bos=None, or token ids as given).
-        ignore_eos keeps generating past end-of-generation tokens (as llama.cpp's --ignore-eos)."""
+        ignore_eos keeps generating past end-of-generation tokens (as llama.cpp's --ignore-eos).
+        At most one constraint shapes the output: response_format (OpenAI's: {"type":
+        "json_object"} or {"type": "json_schema", "json_schema": {"schema": {...}}}), grammar
+        (GBNF, llama.cpp's format), lark (llguidance's Lark) or regex; a constrained output
+        that completes ends with finish_reason "eos", one that cannot go on with "grammar"."""
         seq = self.sequence(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k,
                             top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty,
                             presence_penalty=presence_penalty,
                             frequency_penalty=frequency_penalty, seed=seed, stop=stop,
-                            logprobs=logprobs, ignore_eos=ignore_eos)
+                            logprobs=logprobs, ignore_eos=ignore_eos,
+                            response_format=response_format, grammar=grammar, lark=lark,
+                            regex=regex)
         gen = self._exclusive(self._generate(seq))
         return Stream(gen) if stream else _drain(gen)
 
@@ -189,7 +198,9 @@ class Model:
                  presence_penalty: float = SAMPLING["presence_penalty"],
                  frequency_penalty: float = SAMPLING["frequency_penalty"],
                  seed: int | None = None, stop=(), logprobs: int | None = None,
-                 ignore_eos: bool = False) -> Sequence:
+                 ignore_eos: bool = False, response_format: dict | None = None,
+                 grammar: str | None = None, lark: str | None = None,
+                 regex: str | None = None) -> Sequence:
         """A checked request to generate (see `generate`), for a Scheduler to run."""
         if isinstance(prompt, str):
             if not prompt:
@@ -209,9 +220,11 @@ class Model:
             raise ValueError(f"invalid logprobs={logprobs!r}: must be an integer >= 0 or None")
         if max_tokens is None or max_tokens <= 0:
             max_tokens = self.n_ctx
+        rules = grammar_text(response_format, grammar, lark, regex)
+        constraint = None if rules is None else Constraint(self.tokenizer, rules, self.n_vocab)
         return Sequence(tokens, int(max_tokens), Sampler(params), stops, logprobs,
                         frozenset() if ignore_eos else self.tokenizer.eog_ids, self.tokenizer,
-                        self.n_ctx)
+                        self.n_ctx, constraint)
 
     def _generate(self, seq: Sequence):
         """One sequence through the scheduler: its pieces as they come, then its result."""
@@ -247,12 +260,7 @@ class Model:
         with the file's chat template, or `chat_template`, as Hugging Face renders it;
         template_kwargs are extra template variables (enable_thinking=False for Qwen 3)."""
         tk = self.tokenizer
-        template = chat_template or self.file.get_str("tokenizer.chat_template")
-        if template is None:
-            if not self.config.spec.name.startswith("gemma"):
-                raise ChatTemplateError(f"{self.file.path} has no chat template; pass "
-                                        "chat_template= (a Jinja2 string)")
-            template = GEMMA_TEMPLATE
+        template = self._chat_template(chat_template)
         bos = tk.tokens[tk.bos_id] if tk.bos_id is not None else ""
         eos = tk.tokens[tk.eos_id] if tk.eos_id is not None else ""
         # no token covers more than max_piece_chars characters, so a longer text cannot fit
@@ -280,49 +288,82 @@ class Model:
             ids.insert(0, tk.bos_id)
         return ids
 
-    def chat(self, messages, chat_template: str | None = None, tools=None,
+    def chat_sequence(self, messages, chat_template: str | None = None, tools=None,
+                      tool_choice=None, template_kwargs: dict | None = None,
+                      **sampling) -> tuple[Sequence, ChatTurn]:
+        """A checked chat request (see `chat`) for a Scheduler to run, and how to read its
+        reply (ChatTurn.reply)."""
+        forced = shape = None
+        if tools is None or tool_choice == "none":
+            if tool_choice not in (None, "auto", "none"):
+                raise ValueError("tool_choice forces a tool call, but no tools were given")
+            tools = None  # "none": the model is not shown the tools
+        else:
+            tools, forced = tool_calls.check_tools(tools, tool_choice)
+        template = self._chat_template(chat_template)
+        text = self.apply_chat_template(messages, tools=tools, chat_template=template,
+                                        **(template_kwargs or {}))
+        if tools is not None:
+            shape = tool_calls.form(template)
+        if forced is not None:
+            given = [k for k in ("response_format", "grammar", "lark", "regex")
+                     if sampling.get(k) is not None]
+            if given:
+                raise ValueError(f"a forced tool call (tool_choice={tool_choice!r}) cannot "
+                                 f"take another constraint ({', '.join(given)})")
+            sampling["lark"] = tool_calls.forced_grammar(
+                shape, tools, forced, self.tokenizer.id_of(tool_calls.MISTRAL_MARK))
+        return (self.sequence(self._chat_ids(text), **sampling),
+                ChatTurn(opens_reasoning(text), shape))
+
+    def chat(self, messages, chat_template: str | None = None, tools=None, tool_choice=None,
              template_kwargs: dict | None = None, reasoning_format: str = "auto",
              stream: bool = False, **sampling):
-        """Reply to `messages` ([{"role": ..., "content": ...}], optionally with `tools`);
-        same result and streaming forms as `generate`. With reasoning_format="auto" a reply
-        that thinks in <think>…</think> first (Qwen 3, DeepSeek-R1) has that text in
-        `result.reasoning` and the answer alone in `result.text`; a stream yields the
-        reasoning as ReasoningText pieces (a str subclass), the tags left out. "none" leaves
-        the reply as generated. Qwen 3 stops thinking with
-        template_kwargs={"enable_thinking": False}."""
+        """Reply to `messages` ([{"role": ..., "content": ...}]); same result and streaming
+        forms as `generate`, and its keywords (constraints included).
+
+        With reasoning_format="auto" a reply that thinks in <think>…</think> first (Qwen 3,
+        DeepSeek-R1) has that text in `result.reasoning` and the answer alone in
+        `result.text`; a stream yields the reasoning as ReasoningText pieces (a str subclass),
+        the tags left out. "none" leaves the reply as generated. Qwen 3 stops thinking with
+        template_kwargs={"enable_thinking": False}.
+
+        `tools` (OpenAI function specs) are rendered by the template; calls in the reply are
+        parsed into `result.tool_calls` (finish_reason "tool_calls"; a stream yields the raw
+        text). tool_choice: "auto" (default), "none" (tools not shown), "required" (one call
+        of some tool) or {"type": "function", "function": {"name": ...}} (one call of that
+        tool); a forced call's arguments follow the tool's JSON schema. Tool results go back
+        as {"role": "tool", "tool_call_id": ..., "content": ...} messages."""
         if reasoning_format not in ("auto", "none"):
             raise ValueError(f"reasoning_format must be 'auto' or 'none', not "
                              f"{reasoning_format!r}")
-        text = self.apply_chat_template(messages, tools=tools, chat_template=chat_template,
-                                        **(template_kwargs or {}))
-        inner = self.generate(self._chat_ids(text), stream=True, **sampling)
-        if reasoning_format == "auto":
-            gen = _split_reasoning(inner, ReasoningSplitter(opens_reasoning(text)))
-        else:
-            gen = _finish(inner)
+        seq, turn = self.chat_sequence(messages, chat_template, tools, tool_choice,
+                                       template_kwargs, **sampling)
+        inner = Stream(self._exclusive(self._generate(seq)))
+        gen = _chat_reply(inner, turn, reasoning_format)
         return Stream(gen) if stream else _drain(gen)
 
+    def _chat_template(self, chat_template: str | None) -> str:
+        template = chat_template or self.file.get_str("tokenizer.chat_template")
+        if template is None:
+            if not self.config.spec.name.startswith("gemma"):
+                raise ChatTemplateError(f"{self.file.path} has no chat template; pass "
+                                        "chat_template= (a Jinja2 string)")
+            template = GEMMA_TEMPLATE
+        return template
 
-def _finish(stream: Stream):
-    """A stream as a generator that returns its result."""
-    yield from stream
-    return stream.result
 
-
-def _split_reasoning(stream: Stream, splitter: ReasoningSplitter):
-    """`stream`'s pieces routed into reasoning and answer; its result with them apart."""
-    reasoning, answer = [], []
-    for piece in stream:
-        for part in splitter.push(piece):
-            (reasoning if isinstance(part, ReasoningText) else answer).append(part)
-            yield part
-    for part in splitter.flush():
-        (reasoning if isinstance(part, ReasoningText) else answer).append(part)
-        yield part
-    result = stream.result
-    if splitter.seen:
-        result = replace(result, text="".join(answer), reasoning="".join(reasoning).strip())
-    return result
+def _chat_reply(stream: Stream, turn: ChatTurn, reasoning_format: str):
+    """`stream`'s pieces (with reasoning_format "auto", routed into reasoning and answer),
+    then its result read as the turn's reply."""
+    if reasoning_format == "auto":
+        splitter = ReasoningSplitter(turn.opens_reasoning)
+        for piece in stream:
+            yield from splitter.push(piece)
+        yield from splitter.flush()
+    else:
+        yield from stream
+    return turn.reply(stream.result, reasoning_format)
 
 
 def _drain(gen) -> GenerationResult:

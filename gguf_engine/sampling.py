@@ -1,4 +1,5 @@
-"""Choosing the next token from logits: penalties, top-k, top-p, min-p, temperature."""
+"""Choosing the next token from logits: a constraint's mask, penalties, top-k, top-p, min-p,
+temperature."""
 
 from __future__ import annotations
 
@@ -117,8 +118,12 @@ class Sampler:
         self.p = params
         self.rng = np.random.default_rng(params.seed)
 
-    def sample(self, logits: np.ndarray, history: list[int]) -> int:
-        """logits (n_vocab,) float32 -> a token id."""
+    def sample(self, logits: np.ndarray, history: list[int],
+               allowed: np.ndarray | None = None) -> int:
+        """logits (n_vocab,) float32 -> a token id. `allowed` (n_vocab,) bool, if given, masks
+        the others out before anything else (a constraint's mask)."""
+        if allowed is not None:
+            logits = np.where(allowed, logits, np.float32(-np.inf))
         if self.p.temperature == 0:
             return int(np.argmax(apply_penalties(logits, history, self.p)))
         ids, probs = distribution(logits, history, self.p)

@@ -42,24 +42,31 @@ class Timings:
 class GenerationResult:
     text: str
     tokens: list[int]  # generated ids (an end-of-generation token is not included)
-    # "stop" (a stop string), "length" (max_tokens or context full), "eos", or "cancelled"
+    # "stop" (a stop string), "length" (max_tokens or context full), "eos" (an
+    # end-of-generation token, or the end of a constraint's output), "cancelled", "grammar"
+    # (the constraint allows no token: the output cannot go on), or "tool_calls" (chat)
     finish_reason: str
     prompt_tokens: list[int]
     logprobs: list[dict] | None = None  # with logprobs=k: per token, OpenAI style
     timings: Timings = field(default_factory=Timings)
     # chat: a reasoning model's <think> block, apart from `text` (the answer); None without one
     reasoning: str | None = None
+    # chat with tools: the calls parsed from the reply, OpenAI style ({"id", "type":
+    # "function", "function": {"name", "arguments": JSON text}}); None without any
+    tool_calls: list[dict] | None = None
 
 
 class Sequence:
     """One prompt's generation: its slot, sampler, stop strings and the text it has emitted.
-    `on_pieces` (if set) receives each list of new text pieces as they come."""
+    `on_pieces` (if set) receives each list of new text pieces as they come; `constraint` (a
+    constraints.Constraint, if set) masks every token the sampler chooses from."""
 
     def __init__(self, prompt: list[int], max_tokens: int, sampler: Sampler, stops: list[str],
-                 n_logprobs: int | None, eog_ids, tokenizer, n_ctx: int):
+                 n_logprobs: int | None, eog_ids, tokenizer, n_ctx: int, constraint=None):
         self.prompt = prompt  # token ids
         self.max_tokens = max_tokens
         self.sampler, self.stops, self.eog_ids = sampler, stops, eog_ids
+        self.constraint = constraint
         self.n_logprobs = n_logprobs
         self.tokenizer, self.n_ctx = tokenizer, n_ctx
         self.slot = -1  # the KV-cache slot while active
@@ -97,8 +104,17 @@ class Sequence:
         """Sample the next token from `logits` (n_vocab,), emit the text it completes, and end
         the sequence on an end-of-generation token, a stop string or a limit."""
         pieces = []
-        token = self.sampler.sample(logits, self.history)
-        if token in self.eog_ids:
+        allowed = None
+        if self.constraint is not None:
+            allowed = self.constraint.allowed()
+            if allowed is None:  # a dead end: nothing the model can emit continues the output
+                self.finish, self.done = "grammar", True
+                self._flush(pieces)
+                return
+        token = self.sampler.sample(logits, self.history, allowed)
+        if self.constraint is not None and not self.constraint.consume(token):
+            self.finish, self.done = "grammar", True
+        elif token in self.eog_ids:
             self.finish, self.done = "eos", True
         else:
             if self.logprobs is not None:
@@ -121,9 +137,15 @@ class Sequence:
             else:
                 pieces.append(self.held)
                 self.held = ""
-            if not self.done and (len(self.out_tokens) >= self.max_tokens
-                                  or len(self.history) >= self.n_ctx):
-                self.done = True  # finish stays "length"
+            if not self.done:
+                if self.constraint is not None and self.constraint.stopped:
+                    self.finish, self.done = "eos", True  # only end-of-generation may follow
+                elif len(self.out_tokens) >= self.max_tokens or len(self.history) >= self.n_ctx:
+                    self.done = True  # finish stays "length"
+        self._flush(pieces)
+
+    def _flush(self, pieces) -> None:
+        """Emit `pieces`, and on the end the text held back (unless a stop string cut it)."""
         if self.done and self.finish != "stop":
             pieces.append(self.held + self.decoder.flush())
             self.held = ""

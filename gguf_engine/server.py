@@ -22,12 +22,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .chat import ChatTemplateError
 from .defaults import SAMPLING
 from .scheduler import Scheduler, Sequence
-from .text_split import ReasoningSplitter, ReasoningText, opens_reasoning, split_reasoning
+from .text_split import ReasoningSplitter, ReasoningText
 from .transformer import ContextOverflowError
 
 DEFAULT_PORT = 8080
@@ -128,7 +129,8 @@ class Engine:
 
 # -- requests --------------------------------------------------------------------------------
 
-_FINISH = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop"}
+_FINISH = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop",
+           "grammar": "stop", "tool_calls": "tool_calls"}
 
 
 def _field(body: dict, name: str, kind, default=None, check=None, what: str = ""):
@@ -179,6 +181,12 @@ def _sampling(body: dict, chat: bool) -> dict:
     }
     n = _field(body, "n", int, 1, lambda v: v == 1, "1 (one choice per request)")
     del n
+    # constraints: OpenAI's response_format; llama-server's grammar (GBNF) and json_schema
+    fmt = _field(body, "response_format", dict, None, None, "an object")
+    if fmt is None and (schema := _field(body, "json_schema", dict, None, None, "an object")):
+        fmt = {"type": "json_schema", "json_schema": {"schema": schema}}
+    kw["response_format"] = fmt
+    kw["grammar"] = _field(body, "grammar", str, None, None, "a string (a GBNF grammar)")
     if chat:
         if _field(body, "logprobs", bool, False, None, "a boolean"):
             kw["logprobs"] = _field(body, "top_logprobs", int, 0, lambda v: 0 <= v <= 20,
@@ -284,9 +292,11 @@ def create_app(model, alias: str, api_key: str | None = None, max_queue: int = D
         return {"object": "list", "data": [{"id": alias, "object": "model", "created": created,
                                             "owned_by": "gguf-engine"}]}
 
-    def make_sequence(make):
+    async def make_sequence(make):
+        """make() off the event loop (templates render, prompts tokenize and constraints
+        compile there), its errors as 400s."""
         try:
-            return make()
+            return await run_in_threadpool(make)
         except ContextOverflowError as e:
             raise APIError(400, str(e), code="context_length_exceeded") from None
         except ChatTemplateError as e:
@@ -310,7 +320,7 @@ def create_app(model, alias: str, api_key: str | None = None, max_queue: int = D
             raise APIError(400, "'prompt' must be a non-empty string or a list of token ids",
                            param="prompt")
         kw = _sampling(body, chat=False)
-        seq = make_sequence(lambda: model.sequence(prompt, **kw))
+        seq = await make_sequence(lambda: model.sequence(prompt, **kw))
         rid = f"cmpl-{secrets.token_hex(12)}"
 
         def envelope(choice, usage=None):
@@ -351,21 +361,15 @@ def create_app(model, alias: str, api_key: str | None = None, max_queue: int = D
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise APIError(400, "'messages' must be a non-empty list", param="messages")
-        tools = body.get("tools")
-        if tools is not None and not isinstance(tools, list):
-            raise APIError(400, "'tools' must be a list", param="tools")
-        if body.get("response_format") not in (None, {"type": "text"}):
-            raise APIError(400, "'response_format' is not supported yet", param="response_format")
+        tools = _field(body, "tools", list, None, None, "a list")
+        tool_choice = _field(body, "tool_choice", (str, dict), None, None,
+                             "'auto', 'none', 'required' or an object")
         kwargs = body.get("chat_template_kwargs") or {}
         if not isinstance(kwargs, dict):
             raise APIError(400, "'chat_template_kwargs' must be an object")
         kw = _sampling(body, chat=True)
-
-        def make():
-            text = model.apply_chat_template(messages, tools=tools, **kwargs)
-            return model.sequence(model._chat_ids(text), **kw), opens_reasoning(text)
-
-        seq, inside = make_sequence(make)
+        seq, turn = await make_sequence(lambda: model.chat_sequence(
+            messages, tools=tools, tool_choice=tool_choice, template_kwargs=kwargs, **kw))
         rid = f"chatcmpl-{secrets.token_hex(12)}"
 
         def envelope(choice, usage=None, chunk=False):
@@ -381,27 +385,35 @@ def create_app(model, alias: str, api_key: str | None = None, max_queue: int = D
                 key = "reasoning_content" if isinstance(part, ReasoningText) else "content"
                 yield {key: str(part)}
 
+        def delta_chunk(d):
+            return json.dumps(envelope({"index": 0, "delta": d, "logprobs": None,
+                                        "finish_reason": None}, chunk=True))
+
         req = engine.submit(seq)
         if body.get("stream"):
-            splitter = ReasoningSplitter(inside)
+            splitter = ReasoningSplitter(turn.opens_reasoning)
+            # with tools the reply is held until it is whole: only then is it known to be a
+            # tool call or text
+            held = turn.tool_form is not None
 
             async def events():
-                yield json.dumps(envelope({"index": 0, "delta": {"role": "assistant",
-                                                                 "content": ""},
-                                           "logprobs": None, "finish_reason": None},
-                                          chunk=True))
+                yield delta_chunk({"role": "assistant", "content": ""})
                 async for pieces in _pieces(req, request):
-                    for d in deltas(p for piece in pieces for p in splitter.push(piece)):
-                        yield json.dumps(envelope({"index": 0, "delta": d, "logprobs": None,
-                                                   "finish_reason": None}, chunk=True))
+                    if not held:
+                        for d in deltas(p for piece in pieces for p in splitter.push(piece)):
+                            yield delta_chunk(d)
                 if (error := _failed(req)) is not None:
                     yield error
                     yield "[DONE]"
                     return
                 res = _result(req)
-                for d in deltas(splitter.flush()):
-                    yield json.dumps(envelope({"index": 0, "delta": d, "logprobs": None,
-                                               "finish_reason": None}, chunk=True))
+                if held:
+                    res = turn.reply(res)
+                    for d in _message_deltas(res):
+                        yield delta_chunk(d)
+                else:
+                    for d in deltas(splitter.flush()):
+                        yield delta_chunk(d)
                 yield json.dumps(envelope({"index": 0, "delta": {}, "logprobs": None,
                                            "finish_reason": _FINISH[res.finish_reason]},
                                           chunk=True))
@@ -411,16 +423,28 @@ def create_app(model, alias: str, api_key: str | None = None, max_queue: int = D
             return EventSourceResponse(events(), ping=15)
         async for _ in _pieces(req, request):
             pass
-        res = _result(req)
-        reasoning, answer = split_reasoning(res.text, inside)
-        message = {"role": "assistant", "content": answer}
-        if reasoning is not None:
-            message["reasoning_content"] = reasoning
+        res = turn.reply(_result(req))
+        message = {"role": "assistant", "content": (res.text or None) if res.tool_calls
+                   else res.text}
+        if res.reasoning is not None:
+            message["reasoning_content"] = res.reasoning
+        if res.tool_calls:
+            message["tool_calls"] = res.tool_calls
         return envelope({"index": 0, "message": message,
                          "logprobs": _chat_logprobs(res.logprobs),
                          "finish_reason": _FINISH[res.finish_reason]}, _usage(res))
 
     return app
+
+
+def _message_deltas(res):
+    """The stream deltas of a whole reply: reasoning, content, then each tool call."""
+    if res.reasoning is not None:
+        yield {"reasoning_content": res.reasoning}
+    if res.text:
+        yield {"content": res.text}
+    for i, call in enumerate(res.tool_calls or ()):
+        yield {"tool_calls": [{"index": i, **call}]}
 
 
 async def _pieces(req: _Request, request):

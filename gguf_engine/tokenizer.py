@@ -311,9 +311,13 @@ class GGUFTokenizer:
             i = nxt[i]
         return out
 
-    def encode(self, text: str, add_bos: bool, add_eos: bool, special: bool) -> list[int]:
+    def encode(self, text: str, add_bos: bool, add_eos: bool, special: bool,
+               continues: bool = False) -> list[int]:
+        """Token ids of `text`; continues=True: the text goes on from earlier text, so
+        SentencePiece does not prefix a space to its start."""
         ids = [self.bos_id] if add_bos and self.bos_id is not None else []
-        after_special = True  # SentencePiece prefixes a space to text that starts or follows one
+        # SentencePiece prefixes a space to text that starts or follows a special token
+        after_special = not continues
         for frag in self._partition(text, special):
             if type(frag) is int:
                 ids.append(frag)
@@ -339,6 +343,10 @@ class GGUFTokenizer:
         """The most characters of text one token stands for: a text longer than n times this
         cannot tokenize into n tokens or fewer."""
         return max(1, max(map(len, self.tokens)))
+
+    def id_of(self, token: str) -> int | None:
+        """The id of the token spelled `token` in the vocabulary (None if there is none)."""
+        return self._ids.get(token)
 
     def piece(self, i: int) -> bytes:
         """The bytes token i stands for in text; control tokens stand for none."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,7 +32,8 @@ def job(tmp_path_factory):
     rows += [{"id": "chat-a", "messages": [{"role": "user", "content": "Hello there"}]},
              {"id": "seeded", "prompt": "Once", "temperature": 0.9, "seed": 5},
              {"id": "short", "prompt": "A", "max_tokens": 3},
-             {"id": "sampled", "prompt": "Twice", "temperature": 0.9}]
+             {"id": "sampled", "prompt": "Twice", "temperature": 0.9},
+             {"id": "constrained", "prompt": "Code:", "regex": "[a-c]{3}!", "temperature": 1}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path, rows
 
@@ -43,7 +45,7 @@ def reference(model_path, job):
     out = {}
     for r in job[1]:
         kw = {"max_tokens": r.get("max_tokens", N_TOKENS), "temperature": r.get("temperature", 0),
-              "seed": r.get("seed", batch.row_seed(None, r["id"]))}
+              "seed": r.get("seed", batch.row_seed(None, r["id"])), "regex": r.get("regex")}
         if "messages" in r:
             res = model.chat(r["messages"], chat_template=None, **kw)
         else:
@@ -72,6 +74,7 @@ def test_a_job_gives_what_single_calls_give(tmp_path, model_path, job, reference
     assert {k: v["tokens"] for k, v in got.items()} == reference
     row = got[0]
     assert row["usage"]["completion_tokens"] == len(row["tokens"]) and row["finish_reason"]
+    assert re.fullmatch(r"[a-c]{3}!", got["constrained"]["text"])
     # run again: nothing to do, nothing written
     before = out.read_bytes()
     r = cli("-m", model_path, "-i", job[0], "-o", out, "-n", N_TOKENS, "--temp", 0, "-c", 64)

@@ -103,6 +103,28 @@ def test_inspect(tiny):
     assert "architecture: llama" in res.stdout and "Q8_0" in res.stdout
 
 
+def test_generate_constrained(tiny, tmp_path):
+    import re
+
+    res = cli("generate", "-m", tiny, "-n", 20, "--seed", 1, "--regex", "[a-c]{2,4}!", "Hi")
+    assert res.returncode == 0, res.stderr
+    assert re.fullmatch(r"[a-c]{2,4}!\n", res.stdout), res.stdout
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"n": {"enum": [1, 2]}},
+                                  "required": ["n"], "additionalProperties": False}))
+    res = cli("generate", "-m", tiny, "-n", 20, "--seed", 1, "-j", schema, "Hi")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["n"] in (1, 2)
+    grammar = tmp_path / "g.gbnf"
+    grammar.write_text('root ::= "yes" | "no"')
+    res = cli("generate", "-m", tiny, "-n", 5, "--grammar-file", grammar, "Hi")
+    assert res.returncode == 0 and res.stdout in ("yes\n", "no\n"), res.stderr
+    assert_user_error(cli("generate", "-m", tiny, "-j", "{nope", "Hi"), "--json-schema")
+    assert_user_error(cli("generate", "-m", tiny, "--regex", "(", "Hi"), "regex")
+    assert_user_error(cli("generate", "-m", tiny, "--grammar-file", tmp_path / "none", "Hi"),
+                      "cannot read grammar file")
+
+
 def test_bad_inputs_exit_2(tiny, tmp_path):
     garbage = tmp_path / "garbage.gguf"
     garbage.write_bytes(b"not a gguf file at all" * 4)

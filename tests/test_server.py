@@ -120,7 +120,68 @@ def test_a_client_that_disconnects_frees_its_slot(server, client):
                             range(N_SEQ)))
 
 
+PERSON = {"type": "object", "properties": {
+    "name": {"type": "string", "maxLength": 20}, "age": {"type": "integer", "minimum": 0,
+                                                          "maximum": 120}},
+    "required": ["name", "age"], "additionalProperties": False}
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string", "maxLength": 16}},
+    "required": ["city"], "additionalProperties": False}}}
+
+
+def test_response_format_through_the_openai_client(server, client):
+    jsonschema = pytest.importorskip("jsonschema")
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}
+    kw = dict(model=ALIAS, messages=[{"role": "user", "content": "A person, as JSON."}],
+              max_tokens=60, temperature=0, response_format=fmt)
+    whole = client.chat.completions.create(**kw)
+    text = whole.choices[0].message.content
+    jsonschema.validate(json.loads(text), PERSON)
+    assert whole.choices[0].finish_reason == "stop"
+    streamed = "".join(c.choices[0].delta.content or "" for c in
+                       client.chat.completions.create(stream=True, **kw) if c.choices)
+    assert streamed == text
+    # llama-server's fields on the completion route: json_schema and grammar
+    done = client.completions.create(model=ALIAS, prompt="Yes or no?", max_tokens=8,
+                                      temperature=0,
+                                      extra_body={"grammar": 'root ::= "yes" | "no"'})
+    assert done.choices[0].text in ("yes", "no")
+    done = client.completions.create(model=ALIAS, prompt="A person:", max_tokens=60,
+                                      temperature=0, extra_body={"json_schema": PERSON})
+    jsonschema.validate(json.loads(done.choices[0].text), PERSON)
+
+
+def test_tool_calls_through_the_openai_client(server, client):
+    kw = dict(model=ALIAS, messages=[{"role": "user", "content": "Weather in Oslo?"}],
+              max_tokens=60, temperature=0, tools=[WEATHER], tool_choice="required")
+    whole = client.chat.completions.create(**kw)
+    choice = whole.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather" and call.type == "function"
+    args = json.loads(call.function.arguments)
+    assert set(args) == {"city"} and isinstance(args["city"], str) and len(args["city"]) <= 16
+    # streamed: the same call as tool_calls deltas
+    chunks = [c for c in client.chat.completions.create(stream=True, **kw) if c.choices]
+    deltas = [t for c in chunks for t in (c.choices[0].delta.tool_calls or ())]
+    assert [(t.function.name, t.function.arguments) for t in deltas] == [
+        (call.function.name, call.function.arguments)]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    # the tool's reply continues the chat
+    history = kw["messages"] + [choice.message.model_dump(exclude_none=True),
+                                {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
+    after = client.chat.completions.create(model=ALIAS, messages=history, tools=[WEATHER],
+                                           max_tokens=8, temperature=0)
+    assert after.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
 @pytest.mark.parametrize("method, path, body, status", [
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
+                                      "response_format": {"type": "xml"}}, 400),
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
+                                      "tool_choice": "required"}, 400),
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
+                                      "grammar": "root ::= nowhere"}, 400),
     ("POST", "/v1/chat/completions", b"{not json", 400),
     ("POST", "/v1/completions", {"prompt": "hi", "max_tokens": "ten"}, 400),
     ("POST", "/v1/chat/completions",
