@@ -3,6 +3,7 @@ arrays, run with the model's own thread count."""
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 
 import numba
@@ -11,6 +12,7 @@ from threadpoolctl import ThreadpoolController
 
 from .kernels.cpu import activations, attention, norms, rope
 from .kernels.quantized import TILE_VALUES
+from .thread_tuner import ThreadTuner
 from .weights import MATVEC_MAX_TOKENS, Linear
 
 _BLAS = None  # one ThreadpoolController: building one scans the loaded libraries (~ms)
@@ -38,6 +40,10 @@ class CPUBackend:
 
     def __init__(self, n_threads: int | None = None):
         self.n_threads = thread_count(n_threads)
+        # a count the caller chose is kept; the default (every core) adapts to the machine's
+        # other load, one tuner per number of rows a step takes (thread_tuner)
+        self._tuners: dict[int, ThreadTuner] | None = (
+            {} if n_threads is None and self.n_threads > 1 else None)
 
     # -- memory ------------------------------------------------------------------------
     def zeros(self, shape) -> np.ndarray:
@@ -74,7 +80,18 @@ class CPUBackend:
         Numba's share of the batch on one thread)."""
         before = numba.get_num_threads()
         batch = n_tokens > MATVEC_MAX_TOKENS
-        numba.set_num_threads(1 if batch else self.n_threads)
+        tuner = None
+        if batch:
+            count = 1
+        elif self._tuners is None:
+            count = self.n_threads
+        else:
+            tuner = self._tuners.get(n_tokens)
+            if tuner is None:
+                tuner = self._tuners[n_tokens] = ThreadTuner(self.n_threads)
+            count = tuner.pick()
+        numba.set_num_threads(count)
+        t0 = time.perf_counter()
         try:
             if batch:
                 with _blas_controller().limit(limits=self.n_threads, user_api="blas"):
@@ -83,6 +100,8 @@ class CPUBackend:
                 yield
         finally:
             numba.set_num_threads(before)
+        if tuner is not None:  # a step that raised is not timed
+            tuner.record(time.perf_counter() - t0)
 
     # -- operations --------------------------------------------------------------------
     def begin(self, tokens: np.ndarray, positions: np.ndarray, seqs: np.ndarray) -> None:
