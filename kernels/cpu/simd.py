@@ -324,25 +324,30 @@ def vload_k_scales(typingctx, arr, i):
     if not (_contiguous_1d(arr, types.uint8) and isinstance(i, types.Integer)):
         return None
 
+    def codegen(context, builder, sig, args):
+        return builder.uitofp(k_scale_bytes(context, builder, sig, args), _VF32)
+
+    return f32x16(arr, i), codegen
+
+
+def k_scale_bytes(context, builder, sig, args):
+    """vload_k_scales' sixteen 6-bit values as LANES bytes (arguments: the array, the offset)."""
+
     def const(values):
         return ir.Constant(_VI8, values)
 
-    def codegen(context, builder, sig, args):
-        p = _vector_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1], _I8)
-        raw = builder.load(p, align=1)
-        q = ir.Constant(_VI32, [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11])
-        # lanes 4-7 and 12-15 take two high bits from bytes 0-3 and 4-7
-        top = ir.Constant(_VI32, [0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7])
-        low = builder.shuffle_vector(raw, raw, q)
-        low = builder.and_(builder.lshr(low, const([0] * 12 + [4] * 4)),
-                           const(([63] * 4 + [15] * 4) * 2))
-        high = builder.shuffle_vector(raw, raw, top)
-        high = builder.and_(builder.shl(builder.lshr(high, const([6] * LANES)),
-                                        const([4] * LANES)),
-                            const(([0] * 4 + [0x30] * 4) * 2))
-        return builder.uitofp(builder.or_(low, high), _VF32)
-
-    return f32x16(arr, i), codegen
+    p = _vector_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1], _I8)
+    raw = builder.load(p, align=1)
+    q = ir.Constant(_VI32, [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11])
+    # lanes 4-7 and 12-15 take two high bits from bytes 0-3 and 4-7
+    top = ir.Constant(_VI32, [0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7])
+    low = builder.shuffle_vector(raw, raw, q)
+    low = builder.and_(builder.lshr(low, const([0] * 12 + [4] * 4)),
+                       const(([63] * 4 + [15] * 4) * 2))
+    high = builder.shuffle_vector(raw, raw, top)
+    high = builder.and_(builder.shl(builder.lshr(high, const([6] * LANES)), const([4] * LANES)),
+                        const(([0] * 4 + [0x30] * 4) * 2))
+    return builder.or_(low, high)
 
 
 @intrinsic
