@@ -94,7 +94,11 @@ def test_ray_local_with_two_actors_gives_the_same_rows(tmp_path, model_path, job
 
 
 def test_an_interrupted_job_resumes(tmp_path, model_path, job):
-    long = ["-m", model_path, "-i", job[0], "-n", 64, "--temp", 0, "-c", 96, "--parallel", 1]
+    # one thread: a core stays free for this test's polling, so it sees the first lines while
+    # the job still has most of its rows to go (on two busy cores it once saw them only after
+    # the job had finished)
+    long = ["-m", model_path, "-i", job[0], "-n", 64, "--temp", 0, "-c", 96, "--parallel", 1,
+            "-t", 1]
     full = tmp_path / "full.jsonl"
     assert cli(*long, "-o", full).returncode == 0
     out = tmp_path / "out.jsonl"
