@@ -12,6 +12,7 @@ from threadpoolctl import ThreadpoolController
 
 from .kernels.cpu import activations, attention, norms, rope
 from .kernels.quantized import TILE_VALUES
+from .kv_cache import available_memory
 from .thread_tuner import ThreadTuner
 from .weights import MATVEC_MAX_TOKENS, Linear
 
@@ -46,6 +47,10 @@ class CPUBackend:
             {} if n_threads is None and self.n_threads > 1 else None)
 
     # -- memory ------------------------------------------------------------------------
+    def free_memory(self) -> int | None:
+        """Bytes of memory available now (None where the system cannot say)."""
+        return available_memory()
+
     def zeros(self, shape) -> np.ndarray:
         return np.zeros(shape, np.float32)
 

@@ -55,6 +55,15 @@ class CudaBackend:
         self.cuda, self.ops, self.quant = cuda, ops, quant
 
     # -- memory ------------------------------------------------------------------------
+    def free_memory(self) -> int | None:
+        """Bytes of device memory free now (None where the driver cannot say; the simulator
+        says infinity)."""
+        try:
+            free = float(self.cuda.current_context().get_memory_info().free)
+        except Exception:  # a failed query must not stop a load: the allocation still checks
+            return None
+        return int(free) if math.isfinite(free) else None
+
     def zeros(self, shape):
         return self.cuda.to_device(np.zeros(shape, np.float32))
 

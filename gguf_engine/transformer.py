@@ -12,7 +12,7 @@ from .config import Config
 from .defaults import DEFAULT_N_CTX
 from .gguf_file import GGUFFile
 from .kernels.cpu import rope
-from .kv_cache import KVCache, available_memory, slot_count
+from .kv_cache import KVCache, slot_count
 from .weights import MATVEC_MAX_TOKENS, Weights, load_weights
 
 PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds the run buffers
@@ -45,11 +45,10 @@ def context_size(cfg: Config, n_ctx: int | None, extend: bool = False) -> int:
     return n_ctx
 
 
-def check_cache_memory(cfg: Config, n_ctx: int, n_seq: int = 1) -> None:
+def check_cache_memory(cfg: Config, n_ctx: int, n_seq: int, have: int | None) -> None:
     """A clear error instead of an allocation that fails or swaps: the KV cache must fit in
-    the memory available now."""
+    the memory available now (`have` bytes on the backend's device; None: unknown)."""
     need = KVCache.bytes_for(cfg.n_layers, cfg.n_kv_heads, n_ctx, cfg.head_dim, n_seq)
-    have = available_memory()
     if have is not None and need > have:
         what = f"{n_seq} sequences of {n_ctx} tokens" if n_seq > 1 else f"{n_ctx} tokens"
         raise ContextMemoryError(
@@ -90,8 +89,7 @@ class Transformer:
         slot_count(n_seq)
         host_weights = load_weights(f, cfg)
         self.n_ctx = context_size(cfg, n_ctx, extend_context)
-        if be.name == "cpu":
-            check_cache_memory(cfg, self.n_ctx, n_seq)
+        check_cache_memory(cfg, self.n_ctx, n_seq, be.free_memory())
         self.weights: Weights = be.weights(host_weights)
         self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, self.n_ctx, cfg.head_dim, be.zeros,
                              n_seq)

@@ -53,14 +53,13 @@ def matvec_scratch(tk: TypeKernels, rows: int) -> np.ndarray:
     return np.empty((parts, 4 * tk.block), dtype=np.float32)
 
 
-def _check_out(out, shape, name):
+def _out(out, shape, *inputs) -> np.ndarray:
+    """`out` checked (a writable C-contiguous float32 array of `shape`, apart from the
+    inputs), or a new one when None."""
     if out is None:
         return np.empty(shape, dtype=np.float32)
-    if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError(
-            f"{name} must be a C-contiguous float32 array of shape {shape}, "
-            f"got {out.dtype} {out.shape}"
-        )
+    checks.array("out", out, shape, contiguous=True)
+    checks.writable("out", out, *inputs)
     return out
 
 
@@ -79,8 +78,7 @@ def matvec(data, ggml_type, shape, x, out=None) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.shape != (cols,):
         raise ValueError(f"x must have shape ({cols},), got {x.shape}")
-    out = _check_out(out, (rows,), "out")
-    checks.writable("out", out, x, w)
+    out = _out(out, (rows,), x, w)
     tk.kernels.matvec_rows(w, x, out, matvec_scratch(tk, rows))
     return out
 
@@ -112,8 +110,7 @@ def matmul(data, ggml_type, shape, X, out=None, scratch=None) -> np.ndarray:
     X = np.ascontiguousarray(X, dtype=np.float32)
     if X.ndim != 2 or X.shape[1] != cols:
         raise ValueError(f"X must have shape (n_tokens, {cols}), got {X.shape}")
-    out = _check_out(out, (X.shape[0], rows), "out")
-    checks.writable("out", out, X, w)
+    out = _out(out, (X.shape[0], rows), X, w)
     if scratch is not None:
         checks.array("scratch", scratch, (None,), contiguous=True)
         checks.writable("scratch", scratch, X, w, out)

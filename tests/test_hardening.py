@@ -178,9 +178,9 @@ def test_n_ctx_is_capped_at_the_trained_length(fixtures):
 
 
 def test_kv_cache_larger_than_memory_is_refused(fixtures, monkeypatch):
-    import gguf_engine.transformer as transformer_module
+    from gguf_engine.backend_cpu import CPUBackend
 
-    monkeypatch.setattr(transformer_module, "available_memory", lambda: 1 << 30)
+    monkeypatch.setattr(CPUBackend, "free_memory", lambda self: 1 << 30)
     with pytest.raises(ContextMemoryError, match="needs 2.0 GiB of KV cache, but only 1.0 GiB"):
         Model(fixtures / "synthetic" / "llama-Q8_0.gguf", n_ctx=2**20, extend_context=True)
 
