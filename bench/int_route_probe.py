@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -248,21 +247,13 @@ def matvec_int(w, q, d, bsum, out):
         out[r], out[r + 1], out[r + 2], out[r + 3] = vsum(a0), vsum(a1), vsum(a2), vsum(a3)
 
 
-def median_s(fn, n=30) -> float:
-    fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 def probe(rows: int, cols: int, rng) -> str:
     """One matrix: the errors (small shapes) or the times of both routes."""
     from gguf import GGMLQuantizationType as T
     from gguf_engine.kernels.quantized import block_rows, matvec_scratch
     from test_quant_kernels import float64_reference, random_weights
+
+    from gguf_engine.bench import median_seconds
 
     data = random_weights(T.Q4_K, rows, cols, rng)
     tk, w = block_rows(data, T.Q4_K, (rows, cols))
@@ -295,7 +286,7 @@ def probe(rows: int, cols: int, rng) -> str:
                 f"quantized x {rel(out, on_q):.1e}, vs exact {rel(out, exact):.1e}; float "
                 f"route vs exact {rel(out_f[0], exact):.1e}")
     gb = w.nbytes / 1e9
-    ti, tf = median_s(integer), median_s(floating)
+    ti, tf = median_seconds(integer, 30), median_seconds(floating, 30)
     return (f"{rows} x {cols}: integer {ti * 1e3:.3f} ms ({gb / ti:.1f} GB/s), float "
             f"{tf * 1e3:.3f} ms ({gb / tf:.1f} GB/s): {tf / ti:.2f}x")
 

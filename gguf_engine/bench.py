@@ -168,7 +168,8 @@ WEIGHT_BYTES = 288 << 20  # above 256 MB, so the last-level cache cannot hold th
 COLS = 4096
 
 
-def _median_seconds(fn, repeats):
+def median_seconds(fn, repeats):
+    """Median wall time of fn() over `repeats` runs, after one untimed run."""
     fn()  # compile or load from cache, and warm up
     times = []
     for _ in range(repeats):
@@ -181,7 +182,7 @@ def _median_seconds(fn, repeats):
 def bench_matvec(data: np.ndarray, ggml_type, shape, repeats: int) -> dict:
     x = np.random.default_rng(0).standard_normal(shape[1]).astype(np.float32)
     out = np.empty(shape[0], dtype=np.float32)
-    s = _median_seconds(lambda: matvec(data, ggml_type, shape, x, out), repeats)
+    s = median_seconds(lambda: matvec(data, ggml_type, shape, x, out), repeats)
     return {
         "type": ggml_type.name,
         "shape": list(shape),

@@ -128,9 +128,10 @@ def ll_tokenizer(tokenizer):
         llt = _vocabularies.get(tokenizer)
         if llt is None:
             ll = _llguidance()
-            eos = sorted(tokenizer.eog_ids) or [_Vocabulary(tokenizer).eos_token_id]
-            llt = ll.LLTokenizer(ll.TokenizerWrapper(_Vocabulary(tokenizer)),
-                                 n_vocab=tokenizer.n_vocab, eos_token=eos)
+            vocab = _Vocabulary(tokenizer)  # every token's bytes: built once
+            eos = sorted(tokenizer.eog_ids) or [vocab.eos_token_id]
+            llt = ll.LLTokenizer(ll.TokenizerWrapper(vocab), n_vocab=tokenizer.n_vocab,
+                                 eos_token=eos)
             _vocabularies[tokenizer] = llt
         return llt
 

@@ -56,7 +56,8 @@ def score(model, tokens: list[int], n_ctx: int, top_k: int = TOP_K,
           base_ids: np.ndarray | None = None, report=None) -> Scores:
     """Scores of every window's second half; with base_ids (n_scored, k), also this run's
     log-probabilities of those tokens. report(window, n_windows, running_ppl)."""
-    n_win = len(targets(tokens, n_ctx)) // (n_ctx // 2 - 1)
+    targets(tokens, n_ctx)  # the window and the text's length checked
+    n_win = len(tokens) // n_ctx
     bos = model.tokenizer.bos_id if model.tokenizer.add_bos else None
     first = n_ctx // 2
     top_k = min(top_k, model.n_vocab - 1)
