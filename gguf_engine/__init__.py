@@ -26,14 +26,17 @@ DEVICES = ("cpu", "cuda", "auto")
 
 def load(model=None, *, n_ctx: int | None = None, n_threads: int | None = None,
          device: str = "cpu", hf_repo: str | None = None, hf_file: str | None = None,
-         extend_context: bool = False, n_seq: int = 1):
+         extend_context: bool = False, n_seq: int = 1, exact: bool = False):
     """Load a GGUF model and return a `Model`. `model` is a local path or `hf://owner/repo/file`
     (or pass hf_repo= and a filename glob as hf_file=); None loads the embedded default model,
     Gemma 3 270M Q4_K_M (the 'gemma' extra). n_ctx above the model's trained context length is
     capped to it unless extend_context=True. n_threads (default: all cores) is this model's
     own: applied around its calls and restored after, never set for the process. n_seq
     sequence slots (each of n_ctx tokens) let `generate_batch` and the server decode that many
-    sequences together."""
+    sequences together. exact=True keeps the CPU on the exact route: float math on the
+    dequantized weights, where the default integer route quantizes each matrix's input to int8
+    blocks and multiplies in integers, as llama.cpp does (faster; within llama.cpp's own
+    tolerance of exact). CUDA always runs the exact route."""
     from .kv_cache import slot_count
     from .model import Model
 
@@ -49,7 +52,7 @@ def load(model=None, *, n_ctx: int | None = None, n_threads: int | None = None,
 
         thread_count(n_threads)  # checked before the file is read or downloaded
     return Model(model_path(model, hf_repo, hf_file), n_ctx=n_ctx, device=device,
-                 extend_context=extend_context, n_threads=n_threads, n_seq=n_seq)
+                 extend_context=extend_context, n_threads=n_threads, n_seq=n_seq, exact=exact)
 
 
 def model_path(model=None, hf_repo: str | None = None, hf_file: str | None = None):

@@ -10,7 +10,7 @@ import numba
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from .kernels.cpu import activations, attention, norms, rope
+from .kernels.cpu import activations, attention, norms, rope, simd_int
 from .kernels.quantized import TILE_VALUES
 from .kv_cache import available_memory
 from .thread_tuner import ThreadTuner
@@ -39,8 +39,12 @@ def thread_count(n_threads: int | None) -> int:
 class CPUBackend:
     name = "cpu"
 
-    def __init__(self, n_threads: int | None = None):
+    def __init__(self, n_threads: int | None = None, exact: bool = False):
         self.n_threads = thread_count(n_threads)
+        # the integer route (int8 activations against the quantized weights, llama.cpp's
+        # math) where this CPU has the instructions; else, or asked for, the exact one
+        self.integer = not exact and simd_int.ISA != "none"
+        self.route = "integer" if self.integer else "exact"
         # a count the caller chose is kept; the default (every core) adapts to the machine's
         # other load, one tuner per number of rows a step takes (thread_tuner)
         self._tuners: dict[int, ThreadTuner] | None = (
@@ -79,16 +83,17 @@ class CPUBackend:
 
     @contextmanager
     def running(self, n_tokens: int):
-        """The model's thread count for one chunk, the caller's restored after. A batch spends
-        most of its time in BLAS, whose threads use every core; Numba's workers spinning
-        between its kernels would take cores from it (pp512 here: 380 tok/s that way, 550 with
-        Numba's share of the batch on one thread)."""
+        """The model's thread count for one chunk, the caller's restored after. On the exact
+        route a batch spends most of its time in BLAS, whose threads use every core; Numba's
+        workers spinning between its kernels would take cores from it (pp512 here: 380 tok/s
+        that way, 550 with Numba's share of the batch on one thread). On the integer route
+        the batch's matrices are Numba's: it keeps the model's count."""
         before = numba.get_num_threads()
-        batch = n_tokens > MATVEC_MAX_TOKENS
+        batch = n_tokens > MATVEC_MAX_TOKENS and not self.integer  # BLAS's chunk
         tuner = None
         if batch:
             count = 1
-        elif self._tuners is None:
+        elif n_tokens > MATVEC_MAX_TOKENS or self._tuners is None:
             count = self.n_threads
         else:
             tuner = self._tuners.get(n_tokens)
@@ -125,7 +130,7 @@ class CPUBackend:
         table.rows_of(self.ids[:n], out)
 
     def linear(self, lin: Linear, X, out) -> None:
-        lin(X, out, self.scratch)
+        lin(X, out, self.scratch, integer=self.integer)
 
     def rmsnorm(self, x, weight, eps, out) -> None:
         norms.rmsnorm_kernel(x, weight, eps, out)
@@ -154,7 +159,11 @@ class CPUBackend:
 
     def attention(self, q, k_cache, v_cache, window, scale, softcap, out) -> None:
         n = self.n
-        if n > MATVEC_MAX_TOKENS:  # a prefill chunk: one slot's run, through BLAS
+        # exact route: a prefill chunk (one slot's run) through BLAS. The integer route keeps
+        # every token on the decode kernel: a last-bit difference there would move an int8
+        # rounding of the next matrix's input, and a prompt's logits would then depend on how
+        # it was split into steps (measured: 0.05 of the logits' std on a 97-token prompt)
+        if n > MATVEC_MAX_TOKENS and not self.integer:
             seq, pos0 = self.run
             attention.attention_matmul_unchecked(q, k_cache[seq], v_cache[seq], pos0, window,
                                                  scale, out, softcap)

@@ -18,6 +18,8 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES
 
 from .kernels import SUPPORTED_TYPES, matvec
+from .kernels.cpu import simd_int
+from .kernels.registry import kernels_for
 from .progress import bar
 
 GIB = 1 << 30
@@ -102,7 +104,8 @@ def run_bench(model, load_s: float, n_prompt: int, n_gen: int, repetitions: int,
     rng = np.random.default_rng(0)
     common = {"model": model.file.path.name, "size_bytes": model.file.size,
               "n_params": model.file.n_params, "backend": _backend_name(net.backend),
-              "n_threads": getattr(net.backend, "n_threads", None), "load_s": load_s}
+              "n_threads": getattr(net.backend, "n_threads", None), "route": model.route,
+              "load_s": load_s}
     records = []
     if n_prompt:
         if n_prompt > net.n_ctx:
@@ -157,10 +160,16 @@ def _backend_name(backend) -> str:
     return "CPU (Numba)" if backend.name == "cpu" else "CUDA (numba.cuda)"
 
 
+def route_name(route: str) -> str:
+    """The route and, for the integer one, the instructions it runs on."""
+    return f"integer ({simd_int.ISA})" if route == "integer" else route
+
+
 def header(model) -> str:
     threads = getattr(model.net.backend, "n_threads", None)
     return (f"numba {numba.__version__}, threading layer {numba.threading_layer()}, "
-            f"{threads} threads, backend {_backend_name(model.net.backend)}")
+            f"{threads} threads, backend {_backend_name(model.net.backend)}, route "
+            f"{route_name(model.route)}")
 
 
 # -- kernels ------------------------------------------------------------------------
@@ -180,15 +189,22 @@ def median_seconds(fn, repeats):
 
 
 def bench_matvec(data: np.ndarray, ggml_type, shape, repeats: int) -> dict:
+    """One matrix's matvec on both routes (the integer one where the type has it)."""
     x = np.random.default_rng(0).standard_normal(shape[1]).astype(np.float32)
     out = np.empty(shape[0], dtype=np.float32)
     s = median_seconds(lambda: matvec(data, ggml_type, shape, x, out), repeats)
+    si = None
+    if kernels_for(ggml_type).kernels.integer is not None:
+        si = median_seconds(lambda: matvec(data, ggml_type, shape, x, out, integer=True),
+                            repeats)
     return {
         "type": ggml_type.name,
         "shape": list(shape),
         "mbytes": data.size / 1e6,
         "ms": s * 1e3,
         "gbs": data.size / s / 1e9,
+        "int_ms": None if si is None else si * 1e3,
+        "int_gbs": None if si is None else data.size / si / 1e9,
     }
 
 
@@ -218,12 +234,16 @@ def run_kernel_bench(lm_head=None, repeats: int = 5, types=None, out=sys.stdout)
         f"2 threads {two:.1f} GB/s",
         file=out,
     )
-    print("| type | shape | MB | ms | GB/s | % of 2-thread bandwidth |", file=out)
-    print("|---|---|---:|---:|---:|---:|", file=out)
+    print(f"integer route: {simd_int.ISA}", file=out)
+    print("| type | shape | MB | exact ms | exact GB/s | % of bw | integer ms | integer GB/s "
+          "| % of bw |", file=out)
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|", file=out)
     for r in rows:
+        integer = ("| - | - | - |" if r["int_gbs"] is None else
+                   f"| {r['int_ms']:.2f} | {r['int_gbs']:.2f} | {100 * r['int_gbs'] / two:.0f}% |")
         print(
             f"| {r['type']} | {r['shape'][0]}x{r['shape'][1]} | {r['mbytes']:.0f} | "
-            f"{r['ms']:.2f} | {r['gbs']:.2f} | {100 * r['gbs'] / two:.0f}% |",
+            f"{r['ms']:.2f} | {r['gbs']:.2f} | {100 * r['gbs'] / two:.0f}% {integer}",
             file=out,
         )
     return {"bandwidth": bw, "matvec": rows}

@@ -81,6 +81,9 @@ def _add_model_args(p):
     p.add_argument("-t", "--threads", type=_positive_int, help="CPU threads (default: all cores)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
                    help="where to run")
+    p.add_argument("--exact", action="store_true",
+                   help="float math on the dequantized weights instead of the integer route "
+                        "(int8 activations, as llama.cpp computes)")
 
 
 def _add_sampling_args(p):
@@ -144,7 +147,7 @@ def _load(args, n_seq: int = 1):
 
     return load(args.model, n_ctx=args.ctx_size, n_threads=args.threads, device=args.device,
                 hf_repo=args.hf_repo, hf_file=args.hf_file, extend_context=args.extend_context,
-                n_seq=n_seq)
+                n_seq=n_seq, exact=args.exact)
 
 
 def _text_arg(args, text: str) -> str:
@@ -383,7 +386,7 @@ def _cmd_perplexity(args):
         print(f"[{w}/{n}] {ppl:.4f}", file=sys.stderr, flush=True)
 
     s = pp.score(model, tokens, n_ctx, args.top_k, base_ids, report)
-    out = {**pp.summary(s), "route": "exact"}
+    out = {**pp.summary(s), "route": model.route}
     if base_ids is not None:
         out.update(pp.compare(base_ids, base_logp, s))
     elif base is not None:

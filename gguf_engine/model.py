@@ -54,7 +54,8 @@ class Model:
     """A GGUF model loaded for inference (see `gguf_engine.load`)."""
 
     def __init__(self, path, *, n_ctx: int | None = None, device: str = "cpu",
-                 extend_context: bool = False, n_threads: int | None = None, n_seq: int = 1):
+                 extend_context: bool = False, n_threads: int | None = None, n_seq: int = 1,
+                 exact: bool = False):
         self.file = GGUFFile(path)
         self.device = device
         if device == "cuda":
@@ -62,7 +63,7 @@ class Model:
 
             backend = CudaBackend()
         else:
-            backend = CPUBackend(n_threads)
+            backend = CPUBackend(n_threads, exact=exact)
         self.net = Transformer(self.file, n_ctx=n_ctx, extend_context=extend_context,
                                backend=backend, n_seq=n_seq)
         self.tokenizer = GGUFTokenizer(self.file)
@@ -109,6 +110,12 @@ class Model:
         finally:
             gen.close()
             self._release(hold)
+
+    @property
+    def route(self) -> str:
+        """"integer" (int8 activations, llama.cpp's math) or "exact" (float math on the
+        dequantized weights): see `load`'s exact."""
+        return self.net.backend.route
 
     @property
     def n_ctx(self) -> int:

@@ -36,18 +36,21 @@ class Linear:
         self._scratch = matvec_scratch(self.tk, self.rows)  # (n_parts, 4 * block)
         self._out: np.ndarray | None = None  # (MATVEC_MAX_TOKENS, rows), made when needed
 
-    def matvec(self, X: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """X (n, cols) -> out (n, rows) for a few tokens: the weights read once for all of them,
-        each token summed exactly as if it were alone."""
-        kernels = self.tk.kernels
+    def matvec(self, X: np.ndarray, out: np.ndarray, integer: bool = False) -> np.ndarray:
+        """X (n, cols) -> out (n, rows), the weights read once for all n tokens, each token
+        summed exactly as if it were alone. integer: the integer route's kernels (activations
+        quantized to int8), where this type has them; else the float ones (exact)."""
+        kernels = self.tk.kernels.integer if integer else None
+        kernels = kernels or self.tk.kernels
         kernel = kernels.matvec_one if X.shape[0] == 1 else kernels.matvec_tokens
         if out.flags.c_contiguous:
             kernel(self.w, X, out, self._scratch)
         else:
             # a column block of a wider buffer (gate and up side by side): through a buffer
             # of this Linear's own, so the kernels compile for C-contiguous arrays only
-            if self._out is None:
-                self._out = np.empty((MATVEC_MAX_TOKENS, self.rows), np.float32)
+            if self._out is None or self._out.shape[0] < X.shape[0]:
+                self._out = np.empty((max(MATVEC_MAX_TOKENS, X.shape[0]), self.rows),
+                                     np.float32)
             kernel(self.w, X, self._out[:X.shape[0]], self._scratch)
             out[...] = self._out[:X.shape[0]]
         if self.bias is not None:
@@ -55,15 +58,24 @@ class Linear:
         return out
 
     def matmul(self, X: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
-        """X (n, cols) -> out (n, rows)."""
+        """X (n, cols) -> out (n, rows) on the exact route's tiles."""
         matmul_view(self.tk, self.w, X, out, scratch)
         if self.bias is not None:
             out += self.bias
         return out
 
-    def __call__(self, X: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
-        """X (n, cols) -> out (n, rows): matvecs for a few tokens, else tiles of dequantized
-        rows shared by all tokens."""
+    def integer_route(self, integer: bool) -> bool:
+        """Whether `integer` (the route asked for) applies to this matrix: its type has
+        integer kernels (float matrices stay on float math on both routes)."""
+        return integer and self.tk.kernels.integer is not None
+
+    def __call__(self, X: np.ndarray, out: np.ndarray, scratch: np.ndarray,
+                 integer: bool = False) -> np.ndarray:
+        """X (n, cols) -> out (n, rows). Integer route: the integer kernels for any n (a
+        token's result never depends on how many share its step). Exact route: matvecs for
+        a few tokens, else tiles of dequantized rows shared by all tokens through BLAS."""
+        if self.integer_route(integer):
+            return self.matvec(X, out, integer=True)
         if X.shape[0] <= MATVEC_MAX_TOKENS:
             return self.matvec(X, out)
         return self.matmul(X, out, scratch)

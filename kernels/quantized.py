@@ -71,15 +71,32 @@ def dequantize(data, ggml_type, shape) -> np.ndarray:
     return out.reshape(tuple(shape))
 
 
-def matvec(data, ggml_type, shape, x, out=None) -> np.ndarray:
-    """W @ x for W (rows, cols) in GGML blocks and x (cols,) float32; returns out (rows,)."""
+def integer_kernels(tk: TypeKernels):
+    """The integer route's kernels of a type (activations quantized to int8 blocks, llama.cpp's
+    math), or an error naming why there are none."""
+    if tk.kernels.integer is None:
+        from .cpu.simd_int import ISA
+
+        why = ("this CPU has neither AVX-512 VNNI nor AVX2 (or GGUF_ENGINE_SIMD=none)"
+               if ISA == "none" else "float types stay on float math")
+        raise ValueError(f"{tk.ggml_type.name}: no integer route: {why}")
+    return tk.kernels.integer
+
+
+def matvec(data, ggml_type, shape, x, out=None, integer: bool = False) -> np.ndarray:
+    """W @ x for W (rows, cols) in GGML blocks and x (cols,) float32; returns out (rows,).
+    integer: on the integer route (x quantized to int8 blocks first), else exact."""
     tk, w = block_rows(data, ggml_type, shape)
     rows, cols = w.shape[0], _rows_cols(shape)[1]
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.shape != (cols,):
         raise ValueError(f"x must have shape ({cols},), got {x.shape}")
     out = _out(out, (rows,), x, w)
-    tk.kernels.matvec_rows(w, x, out, matvec_scratch(tk, rows))
+    if integer:
+        integer_kernels(tk).matvec_one(w, x.reshape(1, -1), out.reshape(1, -1),
+                                       matvec_scratch(tk, rows))
+    else:
+        tk.kernels.matvec_rows(w, x, out, matvec_scratch(tk, rows))
     return out
 
 

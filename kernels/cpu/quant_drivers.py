@@ -10,7 +10,21 @@ from types import FunctionType, SimpleNamespace
 import numpy as np
 from numba import njit, prange
 
-from .simd import LANES, prefetch, vfma, vload_f32, vstore_f32, vsum, vzero
+from . import simd_int
+from .q8_activations import quantize_token
+from .simd import (
+    LANES,
+    load_half,
+    prefetch,
+    vfma,
+    vload_f32,
+    vmul,
+    vsplat2,
+    vstore_f32,
+    vsum,
+    vzero,
+)
+from .simd_int import idot, idot_signed, iload16, iload64, isub_times, itof, vhi8, vlo8
 
 # The rows of the group this many groups ahead are prefetched while a group is computed, every
 # cache line of each step's bytes (a K-quant block spans two to four lines).
@@ -79,6 +93,30 @@ def dot4_from_lanes(load):
     return dot4_block
 
 
+def int_parts_from_blocks(program, type_size, has_min):
+    """The integer route's (int_block, int_part) for 32-value types: a part is two blocks,
+    d (f16) at each block's start, program(w, p0, p1) their 64 byte lanes; with has_min B is
+    each block's m (f16) after d. A row with an odd block count repeats its last block in the
+    last part, against activations padded with zeros."""
+
+    @njit(inline="always")
+    def int_block(w, b, nb):
+        return 0  # nothing shared: a part is its own block pair
+
+    @njit(inline="always")
+    def int_part(w, b, k, c, nb):
+        p0 = 2 * b * type_size
+        p1 = min(2 * b + 1, nb - 1) * type_size
+        d0 = load_half(w, p0)
+        d1 = load_half(w, p1)
+        a = vsplat2(d0, d1)
+        if has_min:
+            return program(w, p0, p1), a, vsplat2(load_half(w, p0 + 2), load_half(w, p1 + 2))
+        return program(w, p0, p1), a, a  # B unused
+
+    return int_block, int_part
+
+
 @njit(inline="always")
 def x_itself(x):
     """The default `derive_x`: dot products that need nothing derived from x get x."""
@@ -86,9 +124,11 @@ def x_itself(x):
 
 
 # The per-type names the loop templates below read; `build` binds them for each type.
-BLOCK = STEP = STEP_UNITS = LINE_UNITS = 1
+BLOCK = STEP = STEP_UNITS = LINE_UNITS = ACT_BLOCK = PARTS = BLOCK_BYTES = 1
 PAIRS = True
-dequant_block = dot4_block = derive_x = None
+SIGNED = HAS_MIN = False
+OFFSET = 0
+dequant_block = dot4_block = derive_x = int_block = int_part = None
 
 
 def dequantize_rows(w, out):
@@ -221,6 +261,139 @@ def matvec_tokens(w, X, out, scratch):
                     ot[r + 3] = t3
 
 
+@njit(inline="always")
+def _int_acc(signed, offset, has_min, halves, u, a, b, q, qs, xd, xs, acc):
+    """acc + one row's step against one token's (q, qs, xd, xs), lane by lane:
+    A * d * (q_w . q - OFFSET * sum(q)) + B * d * sum(q). The offset is taken out in integers,
+    as llama.cpp does; B (a block's min) is a float term of its own. signed, offset, has_min:
+    the bound type's SIGNED, OFFSET, HAS_MIN; halves: PARTS == 1. All constants here (an
+    inlined function reads this module's globals, not the bound copy's)."""
+    if signed:
+        isum = idot_signed(u, q)
+    elif has_min:
+        acc = vfma(b, xs, acc)
+        isum = idot(u, q)
+    else:
+        isum = isub_times(idot(u, q), qs, offset)
+    t = vmul(a, xd)
+    f = itof(isum)
+    if halves:  # two 32-value blocks: one after the other into lanes 0-7, as llama.cpp adds
+        return vfma(vhi8(t), vhi8(f), vfma(vlo8(t), vlo8(f), acc))
+    return vfma(t, f, acc)
+
+
+@njit(inline="always")
+def _prefetch_int_block(w, pr, b, block_bytes):
+    """Every cache line of block b (block_bytes) of rows pr .. pr + 3."""
+    for k in range(4):
+        for u in range(b * block_bytes, (b + 1) * block_bytes, CACHE_LINE):
+            prefetch(w, pr + k, u)
+        prefetch(w, pr + k, (b + 1) * block_bytes - 1)
+
+
+@njit(inline="always")
+def _int_part(int_part, signed, offset, has_min, halves, pairs, c, s, w0, w1, w2, w3, k0, k1, k2, k3,
+              b, nb, tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3):
+    """Part c of block b of four rows (their block contexts k0 .. k3) into the accumulators
+    of token tok0 (a) and, with pairs, tok1 (b); tok = (q, qs, xd, xs) of the token; s is the
+    part's step (64 values) in the row."""
+    u0, A0, B0 = int_part(w0, b, k0, c, nb)
+    u1, A1, B1 = int_part(w1, b, k1, c, nb)
+    u2, A2, B2 = int_part(w2, b, k2, c, nb)
+    u3, A3, B3 = int_part(w3, b, k3, c, nb)
+    q, qs = iload64(tok0[0], s * 64), iload16(tok0[1], s * 16)
+    xd, xs = vload_f32(tok0[2], s * 16), vload_f32(tok0[3], s * 16)
+    a0 = _int_acc(signed, offset, has_min, halves, u0, A0, B0, q, qs, xd, xs, a0)
+    a1 = _int_acc(signed, offset, has_min, halves, u1, A1, B1, q, qs, xd, xs, a1)
+    a2 = _int_acc(signed, offset, has_min, halves, u2, A2, B2, q, qs, xd, xs, a2)
+    a3 = _int_acc(signed, offset, has_min, halves, u3, A3, B3, q, qs, xd, xs, a3)
+    if pairs:
+        q, qs = iload64(tok1[0], s * 64), iload16(tok1[1], s * 16)
+        xd, xs = vload_f32(tok1[2], s * 16), vload_f32(tok1[3], s * 16)
+        b0 = _int_acc(signed, offset, has_min, halves, u0, A0, B0, q, qs, xd, xs, b0)
+        b1 = _int_acc(signed, offset, has_min, halves, u1, A1, B1, q, qs, xd, xs, b1)
+        b2 = _int_acc(signed, offset, has_min, halves, u2, A2, B2, q, qs, xd, xs, b2)
+        b3 = _int_acc(signed, offset, has_min, halves, u3, A3, B3, q, qs, xd, xs, b3)
+    return a0, a1, a2, a3, b0, b1, b2, b3
+
+
+def imatvec_tokens(w, X, out, scratch):
+    """`matvec_tokens` on the integer route: each token quantized to int8 blocks of ACT_BLOCK
+    (q8_activations), then per 64 values and row one integer dot product (int_part's bytes
+    against q) and two float multiply-adds with the row's sub-block scales (A, B). A weight
+    block (PARTS steps of 64 values) first gives each row a context (int_block: its decoded
+    scales), which its parts share. Four rows share each loaded activation vector, two tokens
+    each unpacked weight step; every (row, token) is summed in the same order whatever n is.
+    scratch is unused (the float route's)."""
+    rows = w.shape[0]
+    n, cols = X.shape
+    nb = cols // BLOCK
+    n_steps = (cols + 63) // 64
+    n_blocks = (n_steps + PARTS - 1) // PARTS
+    Q = np.empty((n, n_steps * 64), np.int8)  # (n, cols_pad) quantized tokens
+    QS = np.empty((n, n_steps * 16), np.int32)  # (n, cols_pad / 4) sum of each 4 q
+    XD = np.empty((n, n_steps * 16), np.float32)  # (n, cols_pad / 4) block scale per lane
+    XS = np.empty((n, n_steps * 16), np.float32)  # (n, cols_pad / 4) scale * sum of 4 q
+    for t in prange(n):
+        quantize_token(X[t], ACT_BLOCK, Q[t], QS[t], XD[t], XS[t])
+    ahead = PREFETCH_GROUPS * 4
+    n_groups = (rows + 3) // 4
+    n_parts = scratch.shape[0]
+    for part in prange(n_parts):
+        acc = np.empty(n * 4 * LANES, np.float32)  # (n * 4 * LANES,) 4 accumulators a token
+        for g in range(part * n_groups // n_parts, (part + 1) * n_groups // n_parts):
+            r = 4 * g
+            w0 = w[r]
+            w1 = w[min(r + 1, rows - 1)]
+            w2 = w[min(r + 2, rows - 1)]
+            w3 = w[min(r + 3, rows - 1)]
+            pr = min(r + ahead, rows - 4)
+            t = 0
+            while t < n:
+                u = min(t + 1, n - 1)
+                tok0 = (Q[t], QS[t], XD[t], XS[t])
+                tok1 = (Q[u], QS[u], XD[u], XS[u])
+                a0 = a1 = a2 = a3 = vzero()
+                b0 = b1 = b2 = b3 = vzero()
+                for b in range(n_blocks):
+                    if pr >= 0 and t == 0:
+                        _prefetch_int_block(w, pr, b, BLOCK_BYTES)
+                    k0 = int_block(w0, b, nb)
+                    k1 = int_block(w1, b, nb)
+                    k2 = int_block(w2, b, nb)
+                    k3 = int_block(w3, b, nb)
+                    a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
+                        int_part, SIGNED, OFFSET, HAS_MIN, PARTS == 1, PAIRS, 0, b * PARTS, w0, w1, w2, w3,
+                        k0, k1, k2, k3, b, nb, tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3)
+                    if PARTS == 4:  # written out: a constant part makes lane picks shuffles
+                        a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
+                            int_part, SIGNED, OFFSET, HAS_MIN, PARTS == 1, PAIRS, 1, b * PARTS + 1, w0, w1,
+                            w2, w3, k0, k1, k2, k3, b, nb, tok0, tok1, a0, a1, a2, a3, b0, b1,
+                            b2, b3)
+                        a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
+                            int_part, SIGNED, OFFSET, HAS_MIN, PARTS == 1, PAIRS, 2, b * PARTS + 2, w0, w1,
+                            w2, w3, k0, k1, k2, k3, b, nb, tok0, tok1, a0, a1, a2, a3, b0, b1,
+                            b2, b3)
+                        a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
+                            int_part, SIGNED, OFFSET, HAS_MIN, PARTS == 1, PAIRS, 3, b * PARTS + 3, w0, w1,
+                            w2, w3, k0, k1, k2, k3, b, nb, tok0, tok1, a0, a1, a2, a3, b0, b1,
+                            b2, b3)
+                _store4(acc, t, a0, a1, a2, a3)
+                if PAIRS and t + 1 < n:
+                    _store4(acc, t + 1, b0, b1, b2, b3)
+                t += 2 if PAIRS else 1
+            for t in range(n):
+                o = t * 4 * LANES
+                ot = out[t]
+                ot[r] = vsum(vload_f32(acc, o))
+                if r + 1 < rows:
+                    ot[r + 1] = vsum(vload_f32(acc, o + LANES))
+                if r + 2 < rows:
+                    ot[r + 2] = vsum(vload_f32(acc, o + 2 * LANES))
+                if r + 3 < rows:
+                    ot[r + 3] = vsum(vload_f32(acc, o + 3 * LANES))
+
+
 def _sources_digest() -> str:
     """A digest of this folder's sources. Numba's disk cache only watches the file that holds a
     function, not the type modules it inlines, so the digest goes into each cached name."""
@@ -245,7 +418,7 @@ def _bind(template, suffix: str, **names):
 
 def build(mod) -> SimpleNamespace:
     dot4 = getattr(mod, "dot4_block", None) or _dot4_from_dequant(mod.dequant_block, mod.BLOCK)
-    suffix = f"{mod.GGML_TYPE.name}_{_DIGEST}"
+    suffix = f"{mod.GGML_TYPE.name}_{_DIGEST}_{simd_int.ISA}"
     step = getattr(mod, "STEP", mod.BLOCK)
     # row elements (of the VIEW dtype) one dot4_block step spans
     step_units = step // mod.BLOCK * (mod.TYPE_SIZE // np.dtype(mod.VIEW).itemsize)
@@ -268,7 +441,21 @@ def build(mod) -> SimpleNamespace:
         """out (rows,) = w @ x (cols,): `matvec_tokens` for one token."""
         one(w, x.reshape(1, -1), out.reshape(1, -1), scratch)
 
+    integer = None
+    if simd_int.ISA != "none" and hasattr(mod, "int_part"):
+        parts = mod.BLOCK // 64 if mod.BLOCK >= 64 else 1  # 32-value types: 2 blocks a part
+        inames = dict(names, ACT_BLOCK=mod.ACT_BLOCK, SIGNED=getattr(mod, "SIGNED", False),
+                      OFFSET=getattr(mod, "OFFSET", 0), HAS_MIN=getattr(mod, "HAS_MIN", False),
+                      PARTS=parts, BLOCK_BYTES=mod.TYPE_SIZE * parts * 64 // mod.BLOCK,
+                      int_block=mod.int_block, int_part=mod.int_part)
+        integer = SimpleNamespace(
+            matvec_tokens=njit(parallel=True, cache=True)(
+                _bind(imatvec_tokens, suffix + "_int", PAIRS=True, **inames)),
+            matvec_one=njit(parallel=True, cache=True)(
+                _bind(imatvec_tokens, suffix + "_int_one", PAIRS=False, **inames)),
+        )
     return SimpleNamespace(
+        integer=integer,
         dequantize_rows=njit(parallel=True, cache=True)(_bind(dequantize_rows, suffix, **names)),
         gather_rows=njit(parallel=True, cache=True)(_bind(gather_rows, suffix, **names)),
         matvec_tokens=tokens,

@@ -3,7 +3,9 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
-from .iq4_nl import KVALUES
+from ..simd import load_half, vsplat2
+from ..simd_int import byte_program
+from .iq4_nl import _KVALUES_I8, KVALUES
 
 GGML_TYPE = GGMLQuantizationType.IQ4_XS
 BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 256 values in 136 bytes
@@ -26,3 +28,34 @@ def dequant_block(w, b, out, o):
             q = np.int32(w[p + 8 + j * 16 + l])
             out[o + j * 32 + l] = dl * KVALUES[q & 15]
             out[o + j * 32 + 16 + l] = dl * KVALUES[q >> 4]
+
+# integer route: Q8_K activations against the table's signed values; step c is sub-blocks
+# 2c and 2c + 1
+ACT_BLOCK = 256
+SIGNED = True
+
+
+@byte_program
+def _int_bytes(by, p):
+    a = by.load(p, 16)
+    c = by.load(p, 16, 16)
+    return by.table(by.cat(by.lo4(a), by.hi4(a), by.lo4(c), by.hi4(c)), _KVALUES_I8)
+
+
+@njit(inline="always")
+def _scale(w, p, j):
+    lo = (np.int32(w[p + 4 + j // 2]) >> (4 * (j % 2))) & 15
+    hi = ((np.int32(w[p + 2]) | (np.int32(w[p + 3]) << 8)) >> (2 * j)) & 3
+    return np.float32((lo | (hi << 4)) - 32)
+
+
+@njit(inline="always")
+def int_block(w, b, nb):
+    return load_half(w, b * TYPE_SIZE)
+
+
+@njit(inline="always")
+def int_part(w, b, d, c, nb):
+    p = b * TYPE_SIZE
+    a = vsplat2(d * _scale(w, p, 2 * c), d * _scale(w, p, 2 * c + 1))
+    return _int_bytes(w, p + 8 + 32 * c), a, a  # B unused: the values are signed

@@ -3,6 +3,8 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
+from ..simd import load_half, vmul, vsplat2
+from ..simd_int import byte_program, vpair, vquad_bits
 
 GGML_TYPE = GGMLQuantizationType.Q2_K
 BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 256 values in 84 bytes
@@ -24,3 +26,30 @@ def dequant_block(w, b, out, o):
         ml = dmin * np.float32(sc >> 4)
         q = (np.int32(w[p + 16 + (e // 128) * 32 + e % 32]) >> (2 * ((e // 32) % 4))) & 3
         out[o + e] = dl * np.float32(q) - ml
+
+# integer route: Q8_K activations; step c (64 values) is half n = c // 2, shifts
+# j = 2 (c % 2) and j + 1; scales[4c:4c + 4] give A (low nibbles) and B (high ones)
+ACT_BLOCK = 256
+HAS_MIN = True
+
+
+@byte_program
+def _int_bytes(by, pq, j2, j2_2):
+    q = by.load(pq, 32)
+    return by.cat(by.mask(by.shr(q, j2), 3), by.mask(by.shr(q, j2_2), 3))
+
+
+@njit(inline="always")
+def int_block(w, b, nb):
+    """d and -dmin, as lanes."""
+    p = b * TYPE_SIZE
+    return vsplat2(load_half(w, p + 80), -load_half(w, p + 82))
+
+
+@njit(inline="always")
+def int_part(w, b, dm, c, nb):
+    p = b * TYPE_SIZE
+    j = 2 * (c & 1)
+    return (_int_bytes(w, p + 16 + 32 * (c >> 1), 2 * j, 2 * j + 2),
+            vmul(vquad_bits(w, p + 4 * c, 0, 15), vpair(dm, 0)),
+            vmul(vquad_bits(w, p + 4 * c, 4, 15), vpair(dm, 8)))

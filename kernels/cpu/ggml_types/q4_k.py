@@ -15,6 +15,7 @@ from ..simd import (
     vsplat2,
     vsum,
 )
+from ..simd_int import byte_program, vpair
 
 GGML_TYPE = GGMLQuantizationType.Q4_K
 BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 256 values in 144 bytes
@@ -108,3 +109,24 @@ def dot4_block(w0, w1, w2, w3, b, x, xd, a0, a1, a2, a3, tmp):
     a0, a1, a2, a3 = _chunk(w0, w1, w2, w3, p, x, o + 64, 1, s0, s1, s2, s3, a0, a1, a2, a3)
     a0, a1, a2, a3 = _chunk(w0, w1, w2, w3, p, x, o + 128, 2, s0, s1, s2, s3, a0, a1, a2, a3)
     return _chunk(w0, w1, w2, w3, p, x, o + 192, 3, s0, s1, s2, s3, a0, a1, a2, a3)
+
+# integer route: Q8_K activations; a step is a quarter block (64 values, sub-blocks 2c, 2c+1)
+ACT_BLOCK = 256
+HAS_MIN = True
+
+
+@byte_program
+def _int_bytes(by, p):
+    v = by.load(p, 32)
+    return by.cat(by.lo4(v), by.hi4(v))
+
+
+@njit(inline="always")
+def int_block(w, b, nb):
+    """Lanes 0-7 d * scale[j], lanes 8-15 -dmin * min[j]: A and B of the block's parts."""
+    return _scales(w, b * TYPE_SIZE)
+
+
+@njit(inline="always")
+def int_part(w, b, s, c, nb):
+    return _int_bytes(w, b * TYPE_SIZE + 16 + 32 * c), vpair(s, 2 * c), vpair(s, 8 + 2 * c)

@@ -4,6 +4,7 @@ from numba import njit
 
 from ..fp16 import load_f16
 from ..simd import load_half, vfma, vlane, vload_bits2, vload_f32, vload_i8, vmul, vsplat
+from ..simd_int import byte_program, vquad_lanes
 
 GGML_TYPE = GGMLQuantizationType.Q6_K
 BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 256 values in 210 bytes
@@ -81,3 +82,30 @@ def dot4_block(w0, w1, w2, w3, b, x, xd, a0, a1, a2, a3, tmp):
     sv = (_scales(w0, p), _scales(w1, p), _scales(w2, p), _scales(w3, p))
     a0, a1, a2, a3 = _half(w0, w1, w2, w3, p, x, b * 256, 0, m32, sv, a0, a1, a2, a3)
     return _half(w0, w1, w2, w3, p, x, b * 256, 1, m32, sv, a0, a1, a2, a3)
+
+# integer route: Q8_K activations; step c (64 values) is half h = c // 2, quarter pair
+# k = c % 2: ql[64h:64h + 64] >> 4k, with qh[32h:32h + 32] >> 4k and >> 4k + 2 above
+ACT_BLOCK = 256
+OFFSET = 32
+
+
+@byte_program
+def _int_bytes(by, pl, ph, k4, k4_2):
+    low = by.mask(by.shr(by.load(pl, 64), k4), 15)
+    h = by.load(ph, 32)
+    high = by.cat(by.mask(by.shr(h, k4), 3), by.mask(by.shr(h, k4_2), 3))
+    return by.or_(low, by.shl(high, 4))
+
+
+@njit(inline="always")
+def int_block(w, b, nb):
+    return _scales(w, b * TYPE_SIZE)
+
+
+@njit(inline="always")
+def int_part(w, b, s, c, nb):
+    p = b * TYPE_SIZE
+    h = c >> 1
+    k = c & 1
+    a = vquad_lanes(s, 4 * c)
+    return _int_bytes(w, p + 64 * h, p + 128 + 32 * h, 4 * k, 4 * k + 2), a, a  # B unused

@@ -3,8 +3,9 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
-from ..quant_drivers import dot4_from_row32
+from ..quant_drivers import dot4_from_row32, int_parts_from_blocks
 from ..simd import load_half, vfma, vload_i8, vmul, vsplat
+from ..simd_int import byte_program
 
 GGML_TYPE = GGMLQuantizationType.Q8_0
 BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 32 values in 34 bytes
@@ -28,3 +29,15 @@ def _row(w, p, xa, xb, a):
 
 
 dot4_block = dot4_from_row32(_row, TYPE_SIZE)
+
+# integer route: Q8_0 activations against the signed values
+ACT_BLOCK = 32
+SIGNED = True
+
+
+@byte_program
+def _int_bytes(by, p0, p1):
+    return by.cat(by.load(p0, 32, 2), by.load(p1, 32, 2))
+
+
+int_block, int_part = int_parts_from_blocks(_int_bytes, TYPE_SIZE, False)

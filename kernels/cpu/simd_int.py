@@ -1,0 +1,488 @@
+"""The integer route's vector layer: 64 weight bytes against 64 int8 activations per step.
+
+A step's weights are `i8x64` values (64 bytes in one LLVM vector, one zmm where the host has
+them), built by a type's `byte_program` from its block bytes; `idot` multiplies them with 64
+quantized activations into sixteen int32 lanes, each the sum of four products (lane k holds
+values 4k .. 4k + 3, so any sub-block of 4, 16 or 32 values owns whole lanes). The instruction
+is chosen once, at import, from the host's features:
+
+- "avx512vnni": vpdpbusd on 512-bit registers (Ice Lake, Zen 4 and later);
+- "avx2": vpmaddubsw + vpmaddwd on two 256-bit halves, as llama.cpp does without VNNI;
+- "none": the host has neither (or the target is not this CPU): only the exact route exists.
+
+`GGUF_ENGINE_SIMD=avx2` (or `none`) forces a narrower choice, so the AVX2 code runs and is
+tested on a VNNI machine. Integer sums are exact on both, so the two give the same bits.
+"""
+
+from __future__ import annotations
+
+import os
+
+from llvmlite import binding as llvm_binding
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core import config as numba_config
+from numba.extending import intrinsic, models, register_model
+
+from .simd import LANES, f32x16
+
+ISA_CHOICES = ("avx512vnni", "avx2", "none")
+
+
+def _host_isa() -> str:
+    if numba_config.CPU_NAME not in (None, "host"):
+        return "none"  # compiled for another CPU (a portable cache): its features are unknown
+    try:
+        f = llvm_binding.get_host_cpu_features()
+    except RuntimeError:
+        return "none"
+    if f.get("avx512vnni") and f.get("avx512bw"):
+        return "avx512vnni"
+    if f.get("avx2"):
+        return "avx2"
+    return "none"
+
+
+def choose_isa(forced: str | None, host: str) -> str:
+    """The route's instruction set: the host's, or a narrower one that `forced` names."""
+    if not forced:
+        return host
+    forced = forced.strip().lower()
+    if forced not in ISA_CHOICES:
+        raise ValueError(f"GGUF_ENGINE_SIMD={forced!r}: expected one of {', '.join(ISA_CHOICES)}")
+    if ISA_CHOICES.index(forced) < ISA_CHOICES.index(host):
+        raise ValueError(f"GGUF_ENGINE_SIMD={forced!r}: this CPU offers at most {host!r}")
+    return forced
+
+
+HOST_ISA = _host_isa()
+ISA = choose_isa(os.environ.get("GGUF_ENGINE_SIMD"), HOST_ISA)
+
+_I8 = ir.IntType(8)
+_I16 = ir.IntType(16)
+_I32 = ir.IntType(32)
+_V64I8 = ir.VectorType(_I8, 64)
+_V16I32 = ir.VectorType(_I32, LANES)
+_VF32 = ir.VectorType(ir.FloatType(), LANES)
+
+
+class I8x64(types.Type):
+    def __init__(self):
+        super().__init__(name="i8x64")
+
+
+class I32x16(types.Type):
+    def __init__(self):
+        super().__init__(name="i32x16")
+
+
+i8x64 = I8x64()
+i32x16 = I32x16()
+
+
+@register_model(I8x64)
+class _I8x64Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _V64I8)
+
+
+@register_model(I32x16)
+class _I32x16Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _V16I32)
+
+
+class Bytes:
+    """What a byte program builds with: loads from the block bytes and byte-lane arithmetic,
+    in LLVM IR. Offsets are the program's integer arguments (LLVM values) plus constants."""
+
+    def __init__(self, context, builder, sig, args):
+        self.b = builder
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        self._data = arr.data
+        self.args = [context.cast(builder, a, t, types.intp) for a, t in
+                     zip(args[1:], sig.args[1:], strict=True)]
+
+    def load(self, offset, n: int, plus: int = 0):
+        """n bytes at element offset + plus."""
+        i = self.b.add(offset, ir.Constant(offset.type, plus)) if plus else offset
+        p = self.b.bitcast(self.b.gep(self._data, [i]), ir.PointerType(ir.VectorType(_I8, n)))
+        return self.b.load(p, align=1)
+
+    def load_u32(self, offset, plus: int = 0):
+        """The little-endian 32-bit word at element offset + plus."""
+        return self.b.bitcast(self.load(offset, 4, plus), _I32)
+
+    def splat(self, value, n: int):
+        """n byte lanes of value (a Python int or an LLVM integer)."""
+        vty = ir.VectorType(_I8, n)
+        if isinstance(value, int):
+            return ir.Constant(vty, [value & 255] * n)
+        v = self.b.trunc(value, _I8) if value.type != _I8 else value
+        v = self.b.insert_element(ir.Constant(vty, ir.Undefined), v, ir.Constant(_I32, 0))
+        return self.b.shuffle_vector(v, ir.Constant(vty, ir.Undefined),
+                                     ir.Constant(ir.VectorType(_I32, n), [0] * n))
+
+    def _n(self, v) -> int:
+        return v.type.count
+
+    def lo4(self, v):
+        return self.b.and_(v, self.splat(15, self._n(v)))
+
+    def hi4(self, v):
+        return self.b.lshr(v, self.splat(4, self._n(v)))
+
+    def shr(self, v, k):
+        return self.b.lshr(v, self.splat(k, self._n(v)))
+
+    def shl(self, v, k):
+        return self.b.shl(v, self.splat(k, self._n(v)))
+
+    def mask(self, v, m):
+        return self.b.and_(v, self.splat(m, self._n(v)))
+
+    def or_(self, a, c):
+        return self.b.or_(a, c)
+
+    def cat(self, *vs):
+        """The vectors one after another (equal sizes, a power-of-two count)."""
+        while len(vs) > 1:
+            n = self._n(vs[0])
+            idx = ir.Constant(ir.VectorType(_I32, 2 * n), list(range(2 * n)))
+            vs = [self.b.shuffle_vector(vs[k], vs[k + 1], idx) for k in range(0, len(vs), 2)]
+        return vs[0]
+
+    def word_bits(self, word, first: int, n: int, up: int):
+        """n byte lanes: lane k = bit (first + k) of the 32-bit word, shifted left by up."""
+        bits = self.b.trunc(self.b.lshr(word, ir.Constant(_I32, first)), ir.IntType(n))
+        bits = self.b.bitcast(bits, ir.VectorType(ir.IntType(1), n))
+        return self.b.select(bits, self.splat(1 << up, n), self.splat(0, n))
+
+    def table(self, v, values):
+        """Lane k = values[v[k]] for 64 lanes of 4-bit indices and a 16-entry int8 table."""
+        tab = ir.Constant(_V64I8, [int(x) & 255 for x in values] * 4)
+        if ISA == "avx512vnni":
+            return _call(self.b, "llvm.x86.avx512.pshuf.b.512", _V64I8, [tab, v])
+        v32 = ir.VectorType(_I8, 32)
+        halves = [_half(self.b, tab, k, 32) for k in (0, 1)]
+        parts = [_call(self.b, "llvm.x86.avx2.pshuf.b", v32, [halves[0], _half(self.b, v, k, 32)])
+                 for k in (0, 1)]
+        return self.cat(*parts)
+
+
+def _call(builder, name, ret, args):
+    fn = cgutils.get_or_insert_function(builder.module,
+                                        ir.FunctionType(ret, [a.type for a in args]), name)
+    return builder.call(fn, args)
+
+
+def _half(builder, v, k: int, n: int):
+    """Lanes k * n .. k * n + n - 1 of v."""
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n),
+                                                    list(range(k * n, k * n + n))))
+
+
+def byte_program(fn):
+    """An intrinsic (arr, *offsets) -> i8x64 from fn(bytes: Bytes, *offsets as LLVM values),
+    which returns the 64 byte lanes of one step."""
+
+    def typer(typingctx, arr, offsets):
+        if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.uint8
+                and all(isinstance(t, types.Integer) for t in offsets)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            by = Bytes(context, builder, sig, args)
+            return fn(by, *by.args)
+
+        return i8x64(arr, *offsets), codegen
+
+    # Numba's intrinsics take no *args: one fixed signature per program's offset count
+    n = fn.__code__.co_argcount - 1
+    names = ", ".join(f"o{k}" for k in range(n))
+    scope = {"typer": typer}
+    exec(f"def program(typingctx, arr, {names}):\n    return typer(typingctx, arr, ({names},))",
+         scope)
+    return intrinsic(scope["program"])
+
+
+@intrinsic
+def iload64(typingctx, arr, i):
+    """The 64 int8 values arr[i:i + 64]."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1
+            and arr.dtype in (types.int8, types.uint8)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return Bytes(context, builder, sig, args).load(
+            context.cast(builder, args[1], sig.args[1], types.intp), 64)
+
+    return i8x64(arr, i), codegen
+
+
+def _dot_unsigned(builder, u, s):
+    """Sixteen int32 lanes, each the sum of four products of u's unsigned and s's signed bytes.
+    On the AVX2 path a pair of products must fit int16: u below 128 or |u| * 127 * 2 < 32768."""
+    if ISA == "avx512vnni":
+        return _call(builder, "llvm.x86.avx512.vpdpbusd.512", _V16I32,
+                     [ir.Constant(_V16I32, [0] * LANES), builder.bitcast(u, _V16I32),
+                      builder.bitcast(s, _V16I32)])
+    v16i16 = ir.VectorType(_I16, 16)
+    ones = ir.Constant(v16i16, [1] * 16)
+    quads = []
+    for k in (0, 1):
+        pairs = _call(builder, "llvm.x86.avx2.pmadd.ub.sw", v16i16,
+                      [_half(builder, u, k, 32), _half(builder, s, k, 32)])
+        quads.append(_call(builder, "llvm.x86.avx2.pmadd.wd", ir.VectorType(_I32, 8),
+                           [pairs, ones]))
+    return builder.shuffle_vector(quads[0], quads[1], ir.Constant(_V16I32, list(range(16))))
+
+
+@intrinsic
+def idot(typingctx, u, s):
+    """Unsigned weight bytes u (each below 128) . signed activations s, in int32 lanes of four."""
+    if not (isinstance(u, I8x64) and isinstance(s, I8x64)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _dot_unsigned(builder, args[0], args[1])
+
+    return i32x16(u, s), codegen
+
+
+@intrinsic
+def idot_signed(typingctx, w, s):
+    """Signed weight bytes w . signed activations s (|s| <= 127): |w| against s with w's sign,
+    as llama.cpp does (a pair of products stays within int16 for the AVX2 path)."""
+    if not (isinstance(w, I8x64) and isinstance(s, I8x64)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        w, s = args
+        zero = ir.Constant(_V64I8, [0] * 64)
+        neg = builder.icmp_signed("<", w, zero)
+        mag = builder.select(neg, builder.sub(zero, w), w)
+        signed = builder.select(neg, builder.sub(zero, s), s)
+        return _dot_unsigned(builder, mag, signed)
+
+    return i32x16(w, s), codegen
+
+
+@intrinsic
+def iload16(typingctx, arr, i):
+    """The 16 int32 values arr[i:i + 16]."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.int32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        i = context.cast(builder, args[1], sig.args[1], types.intp)
+        p = builder.bitcast(builder.gep(data, [i]), ir.PointerType(_V16I32))
+        return builder.load(p, align=4)
+
+    return i32x16(arr, i), codegen
+
+
+@intrinsic
+def isub_times(typingctx, a, b, k):
+    """a - k * b in int32 lanes (k a scalar integer): an offset taken out in integers."""
+    if not (isinstance(a, I32x16) and isinstance(b, I32x16) and isinstance(k, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        k = builder.trunc(context.cast(builder, args[2], sig.args[2], types.int64), _I32)
+        kv = builder.insert_element(ir.Constant(_V16I32, ir.Undefined), k, ir.Constant(_I32, 0))
+        kv = builder.shuffle_vector(kv, ir.Constant(_V16I32, ir.Undefined),
+                                    ir.Constant(_V16I32, [0] * LANES))
+        return builder.sub(args[0], builder.mul(args[1], kv))
+
+    return i32x16(a, b, k), codegen
+
+
+@intrinsic
+def itof(typingctx, a):
+    """int32 lanes as float32 lanes."""
+    if not isinstance(a, I32x16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.sitofp(args[0], _VF32)
+
+    return f32x16(a), codegen
+
+
+@intrinsic
+def vsplat4(typingctx, a, b, c, d):
+    """Lanes 0-3 = a, 4-7 = b, 8-11 = c, 12-15 = d: one scale per 16 values."""
+    if not all(isinstance(t, (types.Float, types.Integer)) for t in (a, b, c, d)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = ir.Constant(_VF32, ir.Undefined)
+        for k in range(4):
+            s = context.cast(builder, args[k], sig.args[k], types.float32)
+            for j in range(4):
+                v = builder.insert_element(v, s, ir.Constant(_I32, 4 * k + j))
+        return v
+
+    return f32x16(a, b, c, d), codegen
+
+
+def _quads(builder, v, signed: bool):
+    """Four bytes, each repeated over four float lanes."""
+    quad = builder.shuffle_vector(v, v, ir.Constant(_V16I32, [k // 4 for k in range(16)]))
+    return (builder.sitofp if signed else builder.uitofp)(quad, _VF32)
+
+
+def _half8(k: int):
+    @intrinsic
+    def fn(typingctx, v):
+        if not isinstance(v, type(f32x16)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            zero = ir.Constant(_VF32, [0.0] * LANES)
+            idx = [8 * k + j for j in range(8)] + [LANES + j for j in range(8)]
+            return builder.shuffle_vector(args[0], zero, ir.Constant(_V16I32, idx))
+
+        return f32x16(v), codegen
+
+    return fn
+
+
+# lanes 0-7 (vlo8) or 8-15 (vhi8) of a vector in lanes 0-7, zeros above: two 32-value blocks
+# added one after the other into eight lanes, the order of llama.cpp's AVX2 dot products
+vlo8 = _half8(0)
+vhi8 = _half8(1)
+
+
+@intrinsic
+def vquad_bits(typingctx, arr, i, shift, mask):
+    """Lanes 4k .. 4k + 3 = (arr[i + k] >> shift) & mask for k < 4, as floats: four 4-bit
+    scales of 16 values each (Q2_K)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.uint8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        by = Bytes(context, builder, sig, args)
+        v = by.load(by.args[0], 4)
+        v = builder.and_(builder.lshr(v, by.splat(by.args[1], 4)), by.splat(by.args[2], 4))
+        return _quads(builder, v, False)
+
+    return f32x16(arr, i, shift, mask), codegen
+
+
+@intrinsic
+def vquad_i8(typingctx, arr, i):
+    """Lanes 4k .. 4k + 3 = int8 arr[i + k] for k < 4, as floats (Q6_K's scales)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.uint8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        by = Bytes(context, builder, sig, args)
+        return _quads(builder, by.load(by.args[0], 4), True)
+
+    return f32x16(arr, i), codegen
+
+
+def _gather_lanes(builder, v, j, pattern):
+    """Lane k = v[j + pattern[k]], j an LLVM integer (a constant once inlined: one shuffle)."""
+    out = ir.Constant(_VF32, ir.Undefined)
+    picked = {}
+    for k, off in enumerate(pattern):
+        if off not in picked:
+            picked[off] = builder.extract_element(v, builder.add(j, ir.Constant(j.type, off)))
+        out = builder.insert_element(out, picked[off], ir.Constant(_I32, k))
+    return out
+
+
+@intrinsic
+def vpair(typingctx, v, j):
+    """Lanes 0-7 = v[j], lanes 8-15 = v[j + 1]: two 32-value sub-blocks' scales."""
+    if not (isinstance(v, type(f32x16)) and isinstance(j, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        j = context.cast(builder, args[1], sig.args[1], types.int32)
+        return _gather_lanes(builder, args[0], j, [k // 8 for k in range(LANES)])
+
+    return f32x16(v, j), codegen
+
+
+@intrinsic
+def vquad_lanes(typingctx, v, j):
+    """Lanes 4k .. 4k + 3 = v[j + k]: four 16-value sub-blocks' scales."""
+    if not (isinstance(v, type(f32x16)) and isinstance(j, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        j = context.cast(builder, args[1], sig.args[1], types.int32)
+        return _gather_lanes(builder, args[0], j, [k // 4 for k in range(LANES)])
+
+    return f32x16(v, j), codegen
+
+
+@intrinsic
+def vload_q3k_scales(typingctx, arr, i):
+    """Q3_K's sixteen 6-bit scales, minus 32, from the 12 bytes at arr[i:], as floats:
+    low 4 bits of scale k from byte k % 8 (>> 4 for k >= 8), high 2 bits from byte
+    8 + k % 4 (>> 2 (k // 4)). Reads 16 bytes: the 4 after the scales are ignored."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.uint8
+            and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        by = Bytes(context, builder, sig, args)
+        raw = by.load(by.args[0], 16)
+        v16 = ir.VectorType(_I8, 16)
+
+        def pick(idx):
+            return builder.shuffle_vector(raw, raw, ir.Constant(ir.VectorType(_I32, 16), idx))
+
+        low = builder.and_(builder.lshr(pick([k % 8 for k in range(16)]),
+                                        ir.Constant(v16, [0] * 8 + [4] * 8)),
+                           ir.Constant(v16, [15] * 16))
+        high = builder.and_(builder.lshr(pick([8 + k % 4 for k in range(16)]),
+                                         ir.Constant(v16, [2 * (k // 4) for k in range(16)])),
+                            ir.Constant(v16, [3] * 16))
+        six = builder.or_(low, builder.shl(high, ir.Constant(v16, [4] * 16)))
+        return builder.sitofp(builder.sub(six, ir.Constant(v16, [32] * 16)), _VF32)
+
+    return f32x16(arr, i), codegen
+
+
+@intrinsic
+def round_half(typingctx, x):
+    """float32 x rounded to the nearest IEEE half and back (a Q8_0 block's stored scale)."""
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = context.cast(builder, args[0], sig.args[0], types.float32)
+        return builder.fpext(builder.fptrunc(v, ir.HalfType()), ir.FloatType())
+
+    return types.float32(x), codegen
+
+
+__all__ = [
+    "HOST_ISA",
+    "ISA",
+    "byte_program",
+    "choose_isa",
+    "idot",
+    "idot_signed",
+    "iload16",
+    "iload64",
+    "isub_times",
+    "itof",
+    "round_half",
+    "vhi8",
+    "vlo8",
+    "vload_q3k_scales",
+    "vpair",
+    "vquad_bits",
+    "vquad_lanes",
+    "vquad_i8",
+    "vsplat4",
+]
