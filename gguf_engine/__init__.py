@@ -26,17 +26,17 @@ DEVICES = ("cpu", "cuda", "auto")
 
 def load(model=None, *, n_ctx: int | None = None, n_threads: int | None = None,
          device: str = "cpu", hf_repo: str | None = None, hf_file: str | None = None,
-         extend_context: bool = False, n_seq: int = 1, exact: bool = False):
+         extend_context: bool = False, n_seq: int = 1, exact: bool | None = None):
     """Load a GGUF model and return a `Model`. `model` is a local path or `hf://owner/repo/file`
     (or pass hf_repo= and a filename glob as hf_file=); None loads the embedded default model,
     Gemma 3 270M Q4_K_M (the 'gemma' extra). n_ctx above the model's trained context length is
     capped to it unless extend_context=True. n_threads (default: all cores) is this model's
     own: applied around its calls and restored after, never set for the process. n_seq
     sequence slots (each of n_ctx tokens) let `generate_batch` and the server decode that many
-    sequences together. exact=True keeps the CPU on the exact route: float math on the
-    dequantized weights, where the default integer route quantizes each matrix's input to int8
-    blocks and multiplies in integers, as llama.cpp does (faster; within llama.cpp's own
-    tolerance of exact). CUDA always runs the exact route."""
+    sequences together. exact picks the CPU's route: True, float math on the dequantized
+    weights; False, the integer route, which quantizes each matrix's input to int8 blocks and
+    multiplies in integers, as llama.cpp does (faster decoding of K-quant files, slower
+    prefill for now); None, the default (defaults.EXACT: exact). CUDA runs the exact route."""
     from .kv_cache import slot_count
     from .model import Model
 

@@ -81,9 +81,11 @@ def _add_model_args(p):
     p.add_argument("-t", "--threads", type=_positive_int, help="CPU threads (default: all cores)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
                    help="where to run")
-    p.add_argument("--exact", action="store_true",
-                   help="float math on the dequantized weights instead of the integer route "
-                        "(int8 activations, as llama.cpp computes)")
+    route = p.add_mutually_exclusive_group()
+    route.add_argument("--exact", dest="exact", action="store_const", const=True,
+                       help="float math on the dequantized weights (the default)")
+    route.add_argument("--integer", dest="exact", action="store_const", const=False,
+                       help="the integer route: int8 activations, as llama.cpp computes")
 
 
 def _add_sampling_args(p):

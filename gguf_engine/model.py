@@ -10,7 +10,7 @@ from . import tool_calls
 from .backend_cpu import CPUBackend
 from .chat import GEMMA_TEMPLATE, ChatTemplateError, ChatTurn, RenderedPromptTooLong, render
 from .constraints import Constraint, grammar_text
-from .defaults import SAMPLING
+from .defaults import EXACT, SAMPLING
 from .gguf_file import GGUFFile
 from .sampling import Sampler, SamplingParams
 from .scheduler import GenerationResult, Scheduler, Sequence
@@ -55,7 +55,7 @@ class Model:
 
     def __init__(self, path, *, n_ctx: int | None = None, device: str = "cpu",
                  extend_context: bool = False, n_threads: int | None = None, n_seq: int = 1,
-                 exact: bool = False):
+                 exact: bool | None = None):
         self.file = GGUFFile(path)
         self.device = device
         if device == "cuda":
@@ -63,7 +63,7 @@ class Model:
 
             backend = CudaBackend()
         else:
-            backend = CPUBackend(n_threads, exact=exact)
+            backend = CPUBackend(n_threads, exact=EXACT if exact is None else exact)
         self.net = Transformer(self.file, n_ctx=n_ctx, extend_context=extend_context,
                                backend=backend, n_seq=n_seq)
         self.tokenizer = GGUFTokenizer(self.file)

@@ -292,8 +292,8 @@ def _prefetch_int_block(w, pr, b, block_bytes):
 
 
 @njit(inline="always")
-def _int_part(int_part, signed, offset, has_min, halves, pairs, c, s, w0, w1, w2, w3, k0, k1, k2, k3,
-              b, nb, tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3):
+def _int_part(int_part, signed, offset, has_min, halves, pairs, c, s, w0, w1, w2, w3, k0, k1,
+              k2, k3, b, nb, tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3):
     """Part c of block b of four rows (their block contexts k0 .. k3) into the accumulators
     of token tok0 (a) and, with pairs, tok1 (b); tok = (q, qs, xd, xs) of the token; s is the
     part's step (64 values) in the row."""
