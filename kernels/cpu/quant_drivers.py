@@ -126,7 +126,7 @@ def x_itself(x):
 # The per-type names the loop templates below read; `build` binds them for each type.
 BLOCK = STEP = STEP_UNITS = LINE_UNITS = ACT_BLOCK = PARTS = BLOCK_BYTES = 1
 PAIRS = True
-SIGNED = HAS_MIN = False
+SIGNED = HAS_MIN = HALVES = False
 OFFSET = 0
 dequant_block = dot4_block = derive_x = int_block = int_part = None
 
@@ -266,7 +266,7 @@ def _int_acc(signed, offset, has_min, halves, u, a, b, q, qs, xd, xs, acc):
     """acc + one row's step against one token's (q, qs, xd, xs), lane by lane:
     A * d * (q_w . q - OFFSET * sum(q)) + B * d * sum(q). The offset is taken out in integers,
     as llama.cpp does; B (a block's min) is a float term of its own. signed, offset, has_min:
-    the bound type's SIGNED, OFFSET, HAS_MIN; halves: PARTS == 1. All constants here (an
+    the bound type's SIGNED, OFFSET, HAS_MIN, HALVES (PARTS == 1). All constants here (an
     inlined function reads this module's globals, not the bound copy's)."""
     if signed:
         isum = idot_signed(u, q)
@@ -363,21 +363,22 @@ def imatvec_tokens(w, X, out, scratch):
                     k2 = int_block(w2, b, nb)
                     k3 = int_block(w3, b, nb)
                     a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                        int_part, SIGNED, OFFSET, HAS_MIN, PARTS == 1, PAIRS, 0, b * PARTS, w0, w1, w2, w3,
-                        k0, k1, k2, k3, b, nb, tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3)
+                        int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, 0, b * PARTS, w0, w1,
+                        w2, w3, k0, k1, k2, k3, b, nb, tok0, tok1, a0, a1, a2, a3, b0, b1, b2,
+                        b3)
                     if PARTS == 4:  # written out: a constant part makes lane picks shuffles
                         a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                            int_part, SIGNED, OFFSET, HAS_MIN, PARTS == 1, PAIRS, 1, b * PARTS + 1, w0, w1,
-                            w2, w3, k0, k1, k2, k3, b, nb, tok0, tok1, a0, a1, a2, a3, b0, b1,
-                            b2, b3)
+                            int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, 1, b * PARTS + 1,
+                            w0, w1, w2, w3, k0, k1, k2, k3, b, nb, tok0, tok1, a0, a1, a2, a3,
+                            b0, b1, b2, b3)
                         a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                            int_part, SIGNED, OFFSET, HAS_MIN, PARTS == 1, PAIRS, 2, b * PARTS + 2, w0, w1,
-                            w2, w3, k0, k1, k2, k3, b, nb, tok0, tok1, a0, a1, a2, a3, b0, b1,
-                            b2, b3)
+                            int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, 2, b * PARTS + 2,
+                            w0, w1, w2, w3, k0, k1, k2, k3, b, nb, tok0, tok1, a0, a1, a2, a3,
+                            b0, b1, b2, b3)
                         a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                            int_part, SIGNED, OFFSET, HAS_MIN, PARTS == 1, PAIRS, 3, b * PARTS + 3, w0, w1,
-                            w2, w3, k0, k1, k2, k3, b, nb, tok0, tok1, a0, a1, a2, a3, b0, b1,
-                            b2, b3)
+                            int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, 3, b * PARTS + 3,
+                            w0, w1, w2, w3, k0, k1, k2, k3, b, nb, tok0, tok1, a0, a1, a2, a3,
+                            b0, b1, b2, b3)
                 _store4(acc, t, a0, a1, a2, a3)
                 if PAIRS and t + 1 < n:
                     _store4(acc, t + 1, b0, b1, b2, b3)
@@ -446,7 +447,8 @@ def build(mod) -> SimpleNamespace:
         parts = mod.BLOCK // 64 if mod.BLOCK >= 64 else 1  # 32-value types: 2 blocks a part
         inames = dict(names, ACT_BLOCK=mod.ACT_BLOCK, SIGNED=getattr(mod, "SIGNED", False),
                       OFFSET=getattr(mod, "OFFSET", 0), HAS_MIN=getattr(mod, "HAS_MIN", False),
-                      PARTS=parts, BLOCK_BYTES=mod.TYPE_SIZE * parts * 64 // mod.BLOCK,
+                      PARTS=parts, HALVES=parts == 1,
+                      BLOCK_BYTES=mod.TYPE_SIZE * parts * 64 // mod.BLOCK,
                       int_block=mod.int_block, int_part=mod.int_part)
         integer = SimpleNamespace(
             matvec_tokens=njit(parallel=True, cache=True)(
