@@ -1,6 +1,6 @@
 """Where one decode step and one prefill spend their time, per kernel family.
 
-    python bench/profile_step.py [-m MODEL] [-p 512] [-n 20]
+    python bench/profile_step.py [-m MODEL] [-p 512] [-n 20] [--integer]
 
 Wraps the kernels the transformer calls with timers (each call is timed whole, so the parallel
 regions' start-up is included), runs a prefill of -p random tokens and -n single-token decode
@@ -52,13 +52,18 @@ def instrument(lm_head_rows: int) -> None:
     for t, tk in registry._REGISTRY.items():
         k = tk.kernels
         k.dequantize_rows = timed(f"dequant tiles {t.name}", k.dequantize_rows)
-        mv = k.matvec_rows
+        for route, ns in (("", k), ("integer ", k.integer)):
+            for attr in ("matvec_one", "matvec_tokens"):
+                if ns is None:
+                    continue
+                kernel = getattr(ns, attr)
 
-        def matvec(w, x, out, scratch, mv=mv, name=t.name):
-            label = "matvec LM head" if w.shape[0] == lm_head_rows else f"matvec {name}"
-            return timed(label, mv)(w, x, out, scratch)
+                def matvec(w, X, out, scratch, mv=kernel, name=f"{route}{t.name}"):
+                    label = (f"{name} matvec LM head" if w.shape[0] == lm_head_rows
+                             else f"{name} matvec")
+                    return timed(label, mv)(w, X, out, scratch)
 
-        k.matvec_rows = matvec
+                setattr(ns, attr, matvec)
 
 
 class _NumpyWithTimedMatmul:
@@ -86,8 +91,10 @@ def main() -> None:
     ap.add_argument("-m", "--model", default=None, help="GGUF path (default: the embedded model)")
     ap.add_argument("-p", "--n-prompt", type=int, default=512)
     ap.add_argument("-n", "--n-steps", type=int, default=20)
+    ap.add_argument("--integer", action="store_true", help="the integer route")
     args = ap.parse_args()
-    m = gguf_engine.load(args.model, n_ctx=args.n_prompt + args.n_steps + 1)
+    m = gguf_engine.load(args.model, n_ctx=args.n_prompt + args.n_steps + 1,
+                         exact=not args.integer)
     net = m.net
     ids = np.random.default_rng(0).integers(0, m.n_vocab, args.n_prompt).tolist()
     net.forward(ids, 0)  # warm up: load every kernel from the cache

@@ -10,6 +10,7 @@ import numba
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from .defaults import EXACT
 from .kernels.cpu import activations, attention, norms, rope, simd_int
 from .kernels.quantized import TILE_VALUES
 from .kv_cache import available_memory
@@ -39,10 +40,11 @@ def thread_count(n_threads: int | None) -> int:
 class CPUBackend:
     name = "cpu"
 
-    def __init__(self, n_threads: int | None = None, exact: bool = False):
+    def __init__(self, n_threads: int | None = None, exact: bool | None = None):
         self.n_threads = thread_count(n_threads)
         # the integer route (int8 activations against the quantized weights, llama.cpp's
-        # math) where this CPU has the instructions; else, or asked for, the exact one
+        # math) when asked for and this CPU has the instructions; else the exact one
+        exact = EXACT if exact is None else exact
         self.integer = not exact and simd_int.ISA != "none"
         self.route = "integer" if self.integer else "exact"
         # a count the caller chose is kept; the default (every core) adapts to the machine's

@@ -10,7 +10,7 @@ from . import tool_calls
 from .backend_cpu import CPUBackend
 from .chat import GEMMA_TEMPLATE, ChatTemplateError, ChatTurn, RenderedPromptTooLong, render
 from .constraints import Constraint, grammar_text
-from .defaults import EXACT, SAMPLING
+from .defaults import SAMPLING
 from .gguf_file import GGUFFile
 from .sampling import Sampler, SamplingParams
 from .scheduler import GenerationResult, Scheduler, Sequence
@@ -63,7 +63,7 @@ class Model:
 
             backend = CudaBackend()
         else:
-            backend = CPUBackend(n_threads, exact=EXACT if exact is None else exact)
+            backend = CPUBackend(n_threads, exact=exact)
         self.net = Transformer(self.file, n_ctx=n_ctx, extend_context=extend_context,
                                backend=backend, n_seq=n_seq)
         self.tokenizer = GGUFTokenizer(self.file)
