@@ -75,7 +75,9 @@ class CPUBackend:
         self.rope_cos = np.zeros((2, chunk, half), np.float32)
         self.rope_sin = np.zeros((2, chunk, half), np.float32)
         self.scores = np.zeros((4 * numba.config.NUMBA_NUM_THREADS, n_ctx), np.float32)
-        self.scratch = np.zeros(TILE_VALUES, np.float32)  # dequantized weight tiles (prefill)
+        # (TILE_VALUES,) dequantized weight tiles (exact prefill); on the integer route the
+        # staging of outputs bound for a column block (Linear.matvec)
+        self.scratch = np.zeros(TILE_VALUES, np.float32)
 
     def weights(self, w):
         return w  # the kernels read the memory-mapped blocks in place

@@ -34,25 +34,32 @@ class Linear:
         self.nbytes = t.nbytes
         self.bias = bias  # (rows,) float32 or None
         self._scratch = matvec_scratch(self.tk, self.rows)  # (n_parts, 4 * block)
-        self._out: np.ndarray | None = None  # (MATVEC_MAX_TOKENS, rows), made when needed
+        self._out: np.ndarray | None = None  # (MATVEC_MAX_TOKENS * rows,), made when needed
 
-    def matvec(self, X: np.ndarray, out: np.ndarray, integer: bool = False) -> np.ndarray:
+    def matvec(self, X: np.ndarray, out: np.ndarray, integer: bool = False,
+               staging: np.ndarray | None = None) -> np.ndarray:
         """X (n, cols) -> out (n, rows), the weights read once for all n tokens, each token
         summed exactly as if it were alone. integer: the integer route's kernels (activations
-        quantized to int8), where this type has them; else the float ones (exact)."""
-        kernels = self.tk.kernels.integer if integer else None
-        kernels = kernels or self.tk.kernels
+        quantized to int8), where this type has them; else the float ones (exact). staging:
+        a flat float32 buffer for a non-contiguous out (this Linear's own otherwise)."""
+        kernels = self.tk.kernels.integer if self.integer_route(integer) else self.tk.kernels
         kernel = kernels.matvec_one if X.shape[0] == 1 else kernels.matvec_tokens
         if out.flags.c_contiguous:
             kernel(self.w, X, out, self._scratch)
         else:
-            # a column block of a wider buffer (gate and up side by side): through a buffer
-            # of this Linear's own, so the kernels compile for C-contiguous arrays only
-            if self._out is None or self._out.shape[0] < X.shape[0]:
-                self._out = np.empty((max(MATVEC_MAX_TOKENS, X.shape[0]), self.rows),
-                                     np.float32)
-            kernel(self.w, X, self._out[:X.shape[0]], self._scratch)
-            out[...] = self._out[:X.shape[0]]
+            # a column block of a wider buffer (gate and up side by side): through a
+            # C-contiguous buffer, as many tokens at a time as it holds, so the kernels compile
+            # for C-contiguous arrays only (a token's sums do not depend on the others)
+            if staging is None or staging.size < self.rows:
+                if self._out is None:
+                    self._out = np.empty(MATVEC_MAX_TOKENS * self.rows, np.float32)
+                staging = self._out
+            step = staging.size // self.rows
+            for t0 in range(0, X.shape[0], step):
+                t1 = min(X.shape[0], t0 + step)
+                buf = staging[:(t1 - t0) * self.rows].reshape(t1 - t0, self.rows)
+                kernel(self.w, X[t0:t1], buf, self._scratch)
+                out[t0:t1] = buf
         if self.bias is not None:
             out += self.bias
         return out
@@ -75,7 +82,7 @@ class Linear:
         token's result never depends on how many share its step). Exact route: matvecs for
         a few tokens, else tiles of dequantized rows shared by all tokens through BLAS."""
         if self.integer_route(integer):
-            return self.matvec(X, out, integer=True)
+            return self.matvec(X, out, integer=True, staging=scratch)
         if X.shape[0] <= MATVEC_MAX_TOKENS:
             return self.matvec(X, out)
         return self.matmul(X, out, scratch)

@@ -24,7 +24,17 @@ from .simd import (
     vsum,
     vzero,
 )
-from .simd_int import idot, idot_signed, iload16, iload64, isub_times, itof, vhi8, vlo8
+from .simd_int import (
+    byte_program,
+    idot,
+    idot_signed,
+    iload16,
+    iload64,
+    isub_times,
+    itof,
+    vhi8,
+    vlo8,
+)
 
 # The rows of the group this many groups ahead are prefetched while a group is computed, every
 # cache line of each step's bytes (a K-quant block spans two to four lines).
@@ -91,6 +101,28 @@ def dot4_from_lanes(load):
         )
 
     return dot4_block
+
+
+def nibble_pairs(qs, qh=None, table=None):
+    """A `byte_program` (w, p0, p1) for two blocks at byte offsets p0 and p1 whose 16 bytes at
+    qs hold value j in their low nibble and value j + 16 in their high one (Q4_0's layout).
+    With qh, the 32-bit word there gives value j its fifth bit j (Q5_0); with table, the
+    nibbles index its 16 values (IQ4_NL)."""
+
+    def program(by, p0, p1):
+        parts = []
+        for p in (p0, p1):
+            v = by.load(p, 16, qs)
+            lo, hi = by.lo4(v), by.hi4(v)
+            if qh is not None:
+                h = by.load_u32(p, qh)
+                lo = by.or_(lo, by.word_bits(h, 0, 16, 4))
+                hi = by.or_(hi, by.word_bits(h, 16, 16, 4))
+            parts += [lo, hi]
+        v = by.cat(*parts)
+        return v if table is None else by.table(v, table)
+
+    return byte_program(program)
 
 
 def int_parts_from_blocks(program, type_size, has_min):
@@ -162,6 +194,26 @@ def _prefetch_step(w, pr, s, step_units, line_units):
 
 
 @njit(inline="always")
+def _rows4(w, r, rows):
+    """Rows r .. r + 3 of w; a short last group repeats its last row (only real rows are
+    stored, `_store_rows`)."""
+    return w[r], w[min(r + 1, rows - 1)], w[min(r + 2, rows - 1)], w[min(r + 3, rows - 1)]
+
+
+@njit(inline="always")
+def _store_rows(ot, r, t0, t1, t2, t3):
+    """One token's sums of rows r .. r + 3 into its output row ot, the rows that exist."""
+    rows = ot.shape[0]
+    ot[r] = t0
+    if r + 1 < rows:
+        ot[r + 1] = t1
+    if r + 2 < rows:
+        ot[r + 2] = t2
+    if r + 3 < rows:
+        ot[r + 3] = t3
+
+
+@njit(inline="always")
 def _store4(acc, t, a0, a1, a2, a3):
     """Token t's four row accumulators into acc (n * 4 * LANES,)."""
     o = t * 4 * LANES
@@ -197,11 +249,7 @@ def matvec_tokens(w, X, out, scratch):
         acc = np.empty(n * 4 * LANES, np.float32)  # (n * 4 * LANES,) 4 accumulators a token
         for g in range(part * n_groups // n_parts, (part + 1) * n_groups // n_parts):
             r = 4 * g
-            # a short last group repeats its last row; only real rows are stored
-            w0 = w[r]
-            w1 = w[min(r + 1, rows - 1)]
-            w2 = w[min(r + 2, rows - 1)]
-            w3 = w[min(r + 3, rows - 1)]
+            w0, w1, w2, w3 = _rows4(w, r, rows)
             pr = min(r + ahead, rows - 4)
             # two tokens at a time side by side, their 8 accumulators in registers: the two
             # inlined dot4_blocks read the same weights with no store between them, so the
@@ -251,14 +299,7 @@ def matvec_tokens(w, X, out, scratch):
                         t1 += tmp[BLOCK + j] * xv
                         t2 += tmp[2 * BLOCK + j] * xv
                         t3 += tmp[3 * BLOCK + j] * xv
-                ot = out[t]
-                ot[r] = t0
-                if r + 1 < rows:
-                    ot[r + 1] = t1
-                if r + 2 < rows:
-                    ot[r + 2] = t2
-                if r + 3 < rows:
-                    ot[r + 3] = t3
+                _store_rows(out[t], r, t0, t1, t2, t3)
 
 
 @njit(inline="always")
@@ -343,10 +384,7 @@ def imatvec_tokens(w, X, out, scratch):
         acc = np.empty(n * 4 * LANES, np.float32)  # (n * 4 * LANES,) 4 accumulators a token
         for g in range(part * n_groups // n_parts, (part + 1) * n_groups // n_parts):
             r = 4 * g
-            w0 = w[r]
-            w1 = w[min(r + 1, rows - 1)]
-            w2 = w[min(r + 2, rows - 1)]
-            w3 = w[min(r + 3, rows - 1)]
+            w0, w1, w2, w3 = _rows4(w, r, rows)
             pr = min(r + ahead, rows - 4)
             t = 0
             while t < n:
@@ -385,14 +423,9 @@ def imatvec_tokens(w, X, out, scratch):
                 t += 2 if PAIRS else 1
             for t in range(n):
                 o = t * 4 * LANES
-                ot = out[t]
-                ot[r] = vsum(vload_f32(acc, o))
-                if r + 1 < rows:
-                    ot[r + 1] = vsum(vload_f32(acc, o + LANES))
-                if r + 2 < rows:
-                    ot[r + 2] = vsum(vload_f32(acc, o + 2 * LANES))
-                if r + 3 < rows:
-                    ot[r + 3] = vsum(vload_f32(acc, o + 3 * LANES))
+                _store_rows(out[t], r, vsum(vload_f32(acc, o)), vsum(vload_f32(acc, o + LANES)),
+                            vsum(vload_f32(acc, o + 2 * LANES)),
+                            vsum(vload_f32(acc, o + 3 * LANES)))
 
 
 def _sources_digest() -> str:

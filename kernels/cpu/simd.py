@@ -325,12 +325,12 @@ def vload_k_scales(typingctx, arr, i):
         return None
 
     def codegen(context, builder, sig, args):
-        return builder.uitofp(k_scale_bytes(context, builder, sig, args), _VF32)
+        return builder.uitofp(_k_scale_bytes(context, builder, sig, args), _VF32)
 
     return f32x16(arr, i), codegen
 
 
-def k_scale_bytes(context, builder, sig, args):
+def _k_scale_bytes(context, builder, sig, args):
     """vload_k_scales' sixteen 6-bit values as LANES bytes (arguments: the array, the offset)."""
 
     def const(values):

@@ -312,29 +312,6 @@ def itof(typingctx, a):
     return f32x16(a), codegen
 
 
-@intrinsic
-def vsplat4(typingctx, a, b, c, d):
-    """Lanes 0-3 = a, 4-7 = b, 8-11 = c, 12-15 = d: one scale per 16 values."""
-    if not all(isinstance(t, (types.Float, types.Integer)) for t in (a, b, c, d)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        v = ir.Constant(_VF32, ir.Undefined)
-        for k in range(4):
-            s = context.cast(builder, args[k], sig.args[k], types.float32)
-            for j in range(4):
-                v = builder.insert_element(v, s, ir.Constant(_I32, 4 * k + j))
-        return v
-
-    return f32x16(a, b, c, d), codegen
-
-
-def _quads(builder, v, signed: bool):
-    """Four bytes, each repeated over four float lanes."""
-    quad = builder.shuffle_vector(v, v, ir.Constant(_V16I32, [k // 4 for k in range(16)]))
-    return (builder.sitofp if signed else builder.uitofp)(quad, _VF32)
-
-
 def _half8(k: int):
     @intrinsic
     def fn(typingctx, v):
@@ -368,22 +345,10 @@ def vquad_bits(typingctx, arr, i, shift, mask):
         by = Bytes(context, builder, sig, args)
         v = by.load(by.args[0], 4)
         v = builder.and_(builder.lshr(v, by.splat(by.args[1], 4)), by.splat(by.args[2], 4))
-        return _quads(builder, v, False)
+        quad = builder.shuffle_vector(v, v, ir.Constant(_V16I32, [k // 4 for k in range(16)]))
+        return builder.uitofp(quad, _VF32)
 
     return f32x16(arr, i, shift, mask), codegen
-
-
-@intrinsic
-def vquad_i8(typingctx, arr, i):
-    """Lanes 4k .. 4k + 3 = int8 arr[i + k] for k < 4, as floats (Q6_K's scales)."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.uint8):
-        return None
-
-    def codegen(context, builder, sig, args):
-        by = Bytes(context, builder, sig, args)
-        return _quads(builder, by.load(by.args[0], 4), True)
-
-    return f32x16(arr, i), codegen
 
 
 def _gather_lanes(builder, v, j, pattern):
@@ -397,30 +362,28 @@ def _gather_lanes(builder, v, j, pattern):
     return out
 
 
-@intrinsic
-def vpair(typingctx, v, j):
-    """Lanes 0-7 = v[j], lanes 8-15 = v[j + 1]: two 32-value sub-blocks' scales."""
-    if not (isinstance(v, type(f32x16)) and isinstance(j, types.Integer)):
-        return None
+def _lane_picker(width: int):
+    """An intrinsic (v, j): lane k = v[j + k // width], each of v's lanes from j on spread over
+    `width` lanes (one scale over the lanes of its sub-block)."""
 
-    def codegen(context, builder, sig, args):
-        j = context.cast(builder, args[1], sig.args[1], types.int32)
-        return _gather_lanes(builder, args[0], j, [k // 8 for k in range(LANES)])
+    @intrinsic
+    def pick(typingctx, v, j):
+        if not (isinstance(v, type(f32x16)) and isinstance(j, types.Integer)):
+            return None
 
-    return f32x16(v, j), codegen
+        def codegen(context, builder, sig, args):
+            j = context.cast(builder, args[1], sig.args[1], types.int32)
+            return _gather_lanes(builder, args[0], j, [k // width for k in range(LANES)])
+
+        return f32x16(v, j), codegen
+
+    return pick
 
 
-@intrinsic
-def vquad_lanes(typingctx, v, j):
-    """Lanes 4k .. 4k + 3 = v[j + k]: four 16-value sub-blocks' scales."""
-    if not (isinstance(v, type(f32x16)) and isinstance(j, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        j = context.cast(builder, args[1], sig.args[1], types.int32)
-        return _gather_lanes(builder, args[0], j, [k // 4 for k in range(LANES)])
-
-    return f32x16(v, j), codegen
+# lanes 0-7 = v[j], 8-15 = v[j + 1]: two 32-value sub-blocks' scales
+vpair = _lane_picker(8)
+# lanes 4k .. 4k + 3 = v[j + k]: four 16-value sub-blocks' scales
+vquad_lanes = _lane_picker(4)
 
 
 @intrinsic
@@ -483,6 +446,4 @@ __all__ = [
     "vpair",
     "vquad_bits",
     "vquad_lanes",
-    "vquad_i8",
-    "vsplat4",
 ]

@@ -3,8 +3,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
-from ..quant_drivers import int_parts_from_blocks
-from ..simd_int import byte_program
+from ..quant_drivers import int_parts_from_blocks, nibble_pairs
 
 GGML_TYPE = GGMLQuantizationType.IQ4_NL
 BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 32 values in 18 bytes
@@ -27,15 +26,7 @@ def dequant_block(w, b, out, o):
 # integer route: Q8_0 activations against the table's signed values
 ACT_BLOCK = 32
 SIGNED = True
-_KVALUES_I8 = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]
-assert np.array_equal(KVALUES, _KVALUES_I8)
 
-
-@byte_program
-def _int_bytes(by, p0, p1):
-    a = by.load(p0, 16, 2)
-    c = by.load(p1, 16, 2)
-    return by.table(by.cat(by.lo4(a), by.hi4(a), by.lo4(c), by.hi4(c)), _KVALUES_I8)
-
+_int_bytes = nibble_pairs(2, table=KVALUES)
 
 int_block, int_part = int_parts_from_blocks(_int_bytes, TYPE_SIZE, False)

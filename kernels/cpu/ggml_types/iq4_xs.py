@@ -3,9 +3,9 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
+from ..quant_drivers import nibble_pairs
 from ..simd import load_half, vsplat2
-from ..simd_int import byte_program
-from .iq4_nl import _KVALUES_I8, KVALUES
+from .iq4_nl import KVALUES
 
 GGML_TYPE = GGMLQuantizationType.IQ4_XS
 BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 256 values in 136 bytes
@@ -34,12 +34,8 @@ def dequant_block(w, b, out, o):
 ACT_BLOCK = 256
 SIGNED = True
 
-
-@byte_program
-def _int_bytes(by, p):
-    a = by.load(p, 16)
-    c = by.load(p, 16, 16)
-    return by.table(by.cat(by.lo4(a), by.hi4(a), by.lo4(c), by.hi4(c)), _KVALUES_I8)
+# step c: its 32 bytes as two Q4_0-style halves of 16
+_int_bytes = nibble_pairs(0, table=KVALUES)
 
 
 @njit(inline="always")
@@ -58,4 +54,5 @@ def int_block(w, b, nb):
 def int_part(w, b, d, c, nb):
     p = b * TYPE_SIZE
     a = vsplat2(d * _scale(w, p, 2 * c), d * _scale(w, p, 2 * c + 1))
-    return _int_bytes(w, p + 8 + 32 * c), a, a  # B unused: the values are signed
+    q = p + 8 + 32 * c
+    return _int_bytes(w, q, q + 16), a, a  # B unused: the values are signed

@@ -3,9 +3,8 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
-from ..quant_drivers import dot4_from_row32, int_parts_from_blocks
+from ..quant_drivers import dot4_from_row32, int_parts_from_blocks, nibble_pairs
 from ..simd import load_half, vadd, vfma, vload_bits, vmul, vsplat, vsub
-from ..simd_int import byte_program
 
 GGML_TYPE = GGMLQuantizationType.Q4_0
 BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 32 values in 18 bytes
@@ -37,13 +36,6 @@ dot4_block = dot4_from_row32(_row, TYPE_SIZE)
 ACT_BLOCK = 32
 OFFSET = 8
 
-
-@byte_program
-def _int_bytes(by, p0, p1):
-    """Two blocks' 64 values: each block's low nibbles, then its high ones."""
-    a = by.load(p0, 16, 2)
-    c = by.load(p1, 16, 2)
-    return by.cat(by.lo4(a), by.hi4(a), by.lo4(c), by.hi4(c))
-
+_int_bytes = nibble_pairs(2)
 
 int_block, int_part = int_parts_from_blocks(_int_bytes, TYPE_SIZE, False)

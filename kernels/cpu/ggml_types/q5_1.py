@@ -3,9 +3,8 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
-from ..quant_drivers import dot4_from_row32, int_parts_from_blocks
+from ..quant_drivers import dot4_from_row32, int_parts_from_blocks, nibble_pairs
 from ..simd import load_half, vadd, vfma, vload_bits_word, vmul, vsplat
-from ..simd_int import byte_program
 from .q5_0 import _qh
 
 GGML_TYPE = GGMLQuantizationType.Q5_1
@@ -43,17 +42,6 @@ dot4_block = dot4_from_row32(_row, TYPE_SIZE)
 ACT_BLOCK = 32
 HAS_MIN = True
 
-
-@byte_program
-def _int_bytes(by, p0, p1):
-    """Two blocks' 64 values: low nibbles with bits 0-15 of qh, high ones with bits 16-31."""
-    parts = []
-    for p in (p0, p1):
-        qs = by.load(p, 16, 8)
-        qh = by.load_u32(p, 4)
-        parts += [by.or_(by.lo4(qs), by.word_bits(qh, 0, 16, 4)),
-                  by.or_(by.hi4(qs), by.word_bits(qh, 16, 16, 4))]
-    return by.cat(*parts)
-
+_int_bytes = nibble_pairs(8, qh=4)
 
 int_block, int_part = int_parts_from_blocks(_int_bytes, TYPE_SIZE, True)
