@@ -26,11 +26,10 @@ def start_server(model_path, parallel: int, n_ctx: int):
     import uvicorn
 
     import gguf_engine
-    from gguf_engine.server import create_app
+    from gguf_engine.server import create_app, uvicorn_config
 
     model = gguf_engine.load(model_path, n_ctx=n_ctx, n_seq=parallel)
-    srv = uvicorn.Server(uvicorn.Config(create_app(model, "model"), host="127.0.0.1", port=0,
-                                        log_level="warning"))
+    srv = uvicorn.Server(uvicorn_config(create_app(model, "model"), port=0, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     while not (srv.started and srv.servers):

@@ -17,7 +17,7 @@ openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 
 import gguf_engine  # noqa: E402
-from gguf_engine.server import create_app  # noqa: E402
+from gguf_engine.server import create_app, uvicorn_config  # noqa: E402
 
 N_SEQ = 8
 ALIAS = "gemma-test"
@@ -28,8 +28,7 @@ def server(gemma_path):
     """(base URL, model, app) of a server started here and stopped after the module."""
     model = gguf_engine.load(gemma_path, n_ctx=256, n_seq=N_SEQ)
     app = create_app(model, ALIAS, max_queue=32)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
-    srv = uvicorn.Server(config)
+    srv = uvicorn.Server(uvicorn_config(app, port=0, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
