@@ -30,6 +30,7 @@ from .simd_int import (
     idot_signed,
     iload16,
     iload64,
+    istore64,
     isub_times,
     itof,
     vhi8,
@@ -158,7 +159,7 @@ def x_itself(x):
 # The per-type names the loop templates below read; `build` binds them for each type.
 BLOCK = STEP = STEP_UNITS = LINE_UNITS = ACT_BLOCK = PARTS = BLOCK_BYTES = 1
 PAIRS = True
-SIGNED = HAS_MIN = HALVES = False
+SIGNED = HAS_MIN = HALVES = TILE = False
 OFFSET = 0
 dequant_block = dot4_block = derive_x = int_block = int_part = None
 
@@ -333,15 +334,57 @@ def _prefetch_int_block(w, pr, b, block_bytes):
 
 
 @njit(inline="always")
-def _int_part(int_part, signed, offset, has_min, halves, pairs, c, s, w0, w1, w2, w3, k0, k1,
-              k2, k3, b, nb, tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3):
-    """Part c of block b of four rows (their block contexts k0 .. k3) into the accumulators
-    of token tok0 (a) and, with pairs, tok1 (b); tok = (q, qs, xd, xs) of the token; s is the
-    part's step (64 values) in the row."""
-    u0, A0, B0 = int_part(w0, b, k0, c, nb)
-    u1, A1, B1 = int_part(w1, b, k1, c, nb)
-    u2, A2, B2 = int_part(w2, b, k2, c, nb)
-    u3, A3, B3 = int_part(w3, b, k3, c, nb)
+def _tile_load(U, AB, s, row):
+    """Row `row`'s (u, A, B) of step s from the group's tile."""
+    o = s * 4 + row
+    return iload64(U, o * 64), vload_f32(AB, o * 2 * LANES), vload_f32(AB, (o * 2 + 1) * LANES)
+
+
+@njit(inline="always")
+def _tile_store(U, AB, has_min, s, row, u, a, bt):
+    """Row `row`'s (u, A, B) of step s into the group's tile (B only where the type has one)."""
+    o = s * 4 + row
+    istore64(U, o * 64, u)
+    vstore_f32(AB, o * 2 * LANES, a)
+    if has_min:
+        vstore_f32(AB, (o * 2 + 1) * LANES, bt)
+
+
+@njit(inline="always")
+def _unpack_block(int_block, int_part, parts, has_min, w, b, nb, row, U, AB):
+    """Row `row`'s block b into the group's tile (parts written out: a constant c folds).
+    int_block and int_part are called here, not passed on: Numba cannot inline a closure
+    handed down two levels."""
+    k = int_block(w, b, nb)
+    s = b * parts
+    u, a, bt = int_part(w, b, k, 0, nb)
+    _tile_store(U, AB, has_min, s, row, u, a, bt)
+    if parts == 4:
+        u, a, bt = int_part(w, b, k, 1, nb)
+        _tile_store(U, AB, has_min, s + 1, row, u, a, bt)
+        u, a, bt = int_part(w, b, k, 2, nb)
+        _tile_store(U, AB, has_min, s + 2, row, u, a, bt)
+        u, a, bt = int_part(w, b, k, 3, nb)
+        _tile_store(U, AB, has_min, s + 3, row, u, a, bt)
+
+
+@njit(inline="always")
+def _int_part(int_part, signed, offset, has_min, halves, pairs, tile, c, s, w0, w1, w2, w3, k0,
+              k1, k2, k3, b, nb, ub, tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3):
+    """Part c of block b of four rows (their block contexts k0 .. k3, or the group's tile
+    ub = (U, AB)) into the accumulators of token tok0 (a) and, with pairs, tok1 (b); tok = (q,
+    qs, xd, xs) of the token; s is the part's step (64 values) in the row. (At most 30
+    arguments: past that CPython passes them as *args, which Numba cannot inline.)"""
+    if tile:
+        u0, A0, B0 = _tile_load(ub[0], ub[1], s, 0)
+        u1, A1, B1 = _tile_load(ub[0], ub[1], s, 1)
+        u2, A2, B2 = _tile_load(ub[0], ub[1], s, 2)
+        u3, A3, B3 = _tile_load(ub[0], ub[1], s, 3)
+    else:
+        u0, A0, B0 = int_part(w0, b, k0, c, nb)
+        u1, A1, B1 = int_part(w1, b, k1, c, nb)
+        u2, A2, B2 = int_part(w2, b, k2, c, nb)
+        u3, A3, B3 = int_part(w3, b, k3, c, nb)
     q, qs = iload64(tok0[0], s * 64), iload16(tok0[1], s * 16)
     xd, xs = vload_f32(tok0[2], s * 16), vload_f32(tok0[3], s * 16)
     a0 = _int_acc(signed, offset, has_min, halves, u0, A0, B0, q, qs, xd, xs, a0)
@@ -382,10 +425,20 @@ def imatvec_tokens(w, X, out, scratch):
     n_parts = scratch.shape[0]
     for part in prange(n_parts):
         acc = np.empty(n * 4 * LANES, np.float32)  # (n * 4 * LANES,) 4 accumulators a token
+        tiles = n_steps * 4 if TILE else 1
+        U = np.empty(tiles * 64, np.int8)  # (n_steps, 4 rows, 64) the group's weight bytes
+        AB = np.empty(tiles * 2 * LANES, np.float32)  # (n_steps, 4 rows, 2, LANES) A and B
+        ub = (U, AB)
         for g in range(part * n_groups // n_parts, (part + 1) * n_groups // n_parts):
             r = 4 * g
             w0, w1, w2, w3 = _rows4(w, r, rows)
             pr = min(r + ahead, rows - 4)
+            if TILE:
+                for b in range(n_blocks):
+                    _unpack_block(int_block, int_part, PARTS, HAS_MIN, w0, b, nb, 0, U, AB)
+                    _unpack_block(int_block, int_part, PARTS, HAS_MIN, w1, b, nb, 1, U, AB)
+                    _unpack_block(int_block, int_part, PARTS, HAS_MIN, w2, b, nb, 2, U, AB)
+                    _unpack_block(int_block, int_part, PARTS, HAS_MIN, w3, b, nb, 3, U, AB)
             t = 0
             while t < n:
                 u = min(t + 1, n - 1)
@@ -394,29 +447,32 @@ def imatvec_tokens(w, X, out, scratch):
                 a0 = a1 = a2 = a3 = vzero()
                 b0 = b1 = b2 = b3 = vzero()
                 for b in range(n_blocks):
-                    if pr >= 0 and t == 0:
-                        _prefetch_int_block(w, pr, b, BLOCK_BYTES)
-                    k0 = int_block(w0, b, nb)
-                    k1 = int_block(w1, b, nb)
-                    k2 = int_block(w2, b, nb)
-                    k3 = int_block(w3, b, nb)
+                    if TILE:
+                        k0 = k1 = k2 = k3 = int_block(w0, b, nb)  # unused: the tile has all
+                    else:
+                        if pr >= 0 and t == 0:
+                            _prefetch_int_block(w, pr, b, BLOCK_BYTES)
+                        k0 = int_block(w0, b, nb)
+                        k1 = int_block(w1, b, nb)
+                        k2 = int_block(w2, b, nb)
+                        k3 = int_block(w3, b, nb)
                     a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                        int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, 0, b * PARTS, w0, w1,
-                        w2, w3, k0, k1, k2, k3, b, nb, tok0, tok1, a0, a1, a2, a3, b0, b1, b2,
-                        b3)
+                        int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, TILE, 0, b * PARTS, w0,
+                        w1, w2, w3, k0, k1, k2, k3, b, nb, ub, tok0, tok1, a0, a1, a2, a3, b0,
+                        b1, b2, b3)
                     if PARTS == 4:  # written out: a constant part makes lane picks shuffles
                         a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                            int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, 1, b * PARTS + 1,
-                            w0, w1, w2, w3, k0, k1, k2, k3, b, nb, tok0, tok1, a0, a1, a2, a3,
-                            b0, b1, b2, b3)
+                            int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, TILE, 1,
+                            b * PARTS + 1, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub, tok0,
+                            tok1, a0, a1, a2, a3, b0, b1, b2, b3)
                         a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                            int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, 2, b * PARTS + 2,
-                            w0, w1, w2, w3, k0, k1, k2, k3, b, nb, tok0, tok1, a0, a1, a2, a3,
-                            b0, b1, b2, b3)
+                            int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, TILE, 2,
+                            b * PARTS + 2, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub, tok0,
+                            tok1, a0, a1, a2, a3, b0, b1, b2, b3)
                         a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                            int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, 3, b * PARTS + 3,
-                            w0, w1, w2, w3, k0, k1, k2, k3, b, nb, tok0, tok1, a0, a1, a2, a3,
-                            b0, b1, b2, b3)
+                            int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, TILE, 3,
+                            b * PARTS + 3, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub, tok0,
+                            tok1, a0, a1, a2, a3, b0, b1, b2, b3)
                 _store4(acc, t, a0, a1, a2, a3)
                 if PAIRS and t + 1 < n:
                     _store4(acc, t + 1, b0, b1, b2, b3)
@@ -485,7 +541,7 @@ def build(mod) -> SimpleNamespace:
                       int_block=mod.int_block, int_part=mod.int_part)
         integer = SimpleNamespace(
             matvec_tokens=njit(parallel=True, cache=True)(
-                _bind(imatvec_tokens, suffix + "_int", PAIRS=True, **inames)),
+                _bind(imatvec_tokens, suffix + "_int", PAIRS=True, TILE=True, **inames)),
             matvec_one=njit(parallel=True, cache=True)(
                 _bind(imatvec_tokens, suffix + "_int_one", PAIRS=False, **inames)),
         )

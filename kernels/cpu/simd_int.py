@@ -25,7 +25,7 @@ from numba.core import cgutils
 from numba.core import config as numba_config
 from numba.extending import intrinsic, models, register_model
 
-from .simd import LANES, f32x16
+from .simd import LANES, _contiguous_1d, _vector_pointer, f32x16
 
 ISA_CHOICES = ("avx512vnni", "avx2", "none")
 
@@ -416,6 +416,20 @@ def vload_q3k_scales(typingctx, arr, i):
 
 
 @intrinsic
+def istore64(typingctx, arr, i, v):
+    """arr[i:i + 64] = the 64 bytes of v (an int8 array)."""
+    if not (_contiguous_1d(arr, types.int8) and isinstance(v, I8x64)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = _vector_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1], _I8)
+        builder.store(args[2], builder.bitcast(p, ir.PointerType(_V64I8)), align=1)
+        return context.get_dummy_value()
+
+    return types.none(arr, i, v), codegen
+
+
+@intrinsic
 def round_half(typingctx, x):
     """float32 x rounded to the nearest IEEE half and back (a Q8_0 block's stored scale)."""
     if not isinstance(x, types.Float):
@@ -437,6 +451,7 @@ __all__ = [
     "idot_signed",
     "iload16",
     "iload64",
+    "istore64",
     "isub_times",
     "itof",
     "round_half",
