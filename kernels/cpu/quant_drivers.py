@@ -41,6 +41,11 @@ from .simd_int import (
 # cache line of each step's bytes (a K-quant block spans two to four lines).
 PREFETCH_GROUPS = 2
 CACHE_LINE = 64
+# Tokens the integer route's tile serves before the next group of rows: their activations stay
+# in L1/L2 while every group is read (each group's tile is unpacked again for the next chunk)
+TOKEN_CHUNK = 32
+# Steps (64 values) of a group's tile unpacked at a time: 4 rows x 32 steps x 192 bytes stay in L1
+TILE_STEPS = 32
 
 
 def _dot4_from_dequant(dequant_block, block):
@@ -212,6 +217,14 @@ def _store_rows(ot, r, t0, t1, t2, t3):
         ot[r + 2] = t2
     if r + 3 < rows:
         ot[r + 3] = t3
+
+
+@njit(inline="always")
+def _load4(acc, t):
+    """Token t's four row accumulators from acc (n * 4 * LANES,)."""
+    o = t * 4 * LANES
+    return (vload_f32(acc, o), vload_f32(acc, o + LANES), vload_f32(acc, o + 2 * LANES),
+            vload_f32(acc, o + 3 * LANES))
 
 
 @njit(inline="always")
@@ -423,65 +436,80 @@ def imatvec_tokens(w, X, out, scratch):
     ahead = PREFETCH_GROUPS * 4
     n_groups = (rows + 3) // 4
     n_parts = scratch.shape[0]
+    chunk_blocks = max(1, TILE_STEPS // PARTS) if TILE else n_blocks
     for part in prange(n_parts):
         acc = np.empty(n * 4 * LANES, np.float32)  # (n * 4 * LANES,) 4 accumulators a token
         tiles = n_steps * 4 if TILE else 1
         U = np.empty(tiles * 64, np.int8)  # (n_steps, 4 rows, 64) the group's weight bytes
         AB = np.empty(tiles * 2 * LANES, np.float32)  # (n_steps, 4 rows, 2, LANES) A and B
+        # (tiles are indexed by step: a chunk's blocks use their own part of them)
         ub = (U, AB)
-        for g in range(part * n_groups // n_parts, (part + 1) * n_groups // n_parts):
-            r = 4 * g
-            w0, w1, w2, w3 = _rows4(w, r, rows)
-            pr = min(r + ahead, rows - 4)
-            if TILE:
-                for b in range(n_blocks):
-                    _unpack_block(int_block, int_part, PARTS, HAS_MIN, w0, b, nb, 0, U, AB)
-                    _unpack_block(int_block, int_part, PARTS, HAS_MIN, w1, b, nb, 1, U, AB)
-                    _unpack_block(int_block, int_part, PARTS, HAS_MIN, w2, b, nb, 2, U, AB)
-                    _unpack_block(int_block, int_part, PARTS, HAS_MIN, w3, b, nb, 3, U, AB)
-            t = 0
-            while t < n:
-                u = min(t + 1, n - 1)
-                tok0 = (Q[t], QS[t], XD[t], XS[t])
-                tok1 = (Q[u], QS[u], XD[u], XS[u])
-                a0 = a1 = a2 = a3 = vzero()
-                b0 = b1 = b2 = b3 = vzero()
-                for b in range(n_blocks):
+        for t0 in range(0, n, TOKEN_CHUNK):
+            t1 = min(n, t0 + TOKEN_CHUNK)
+            for g in range(part * n_groups // n_parts, (part + 1) * n_groups // n_parts):
+                r = 4 * g
+                w0, w1, w2, w3 = _rows4(w, r, rows)
+                pr = min(r + ahead, rows - 4)
+                for kb0 in range(0, n_blocks, chunk_blocks):
+                    kb1 = min(n_blocks, kb0 + chunk_blocks)
                     if TILE:
-                        k0 = k1 = k2 = k3 = int_block(w0, b, nb)  # unused: the tile has all
-                    else:
-                        if pr >= 0 and t == 0:
-                            _prefetch_int_block(w, pr, b, BLOCK_BYTES)
-                        k0 = int_block(w0, b, nb)
-                        k1 = int_block(w1, b, nb)
-                        k2 = int_block(w2, b, nb)
-                        k3 = int_block(w3, b, nb)
-                    a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                        int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, TILE, 0, b * PARTS, w0,
-                        w1, w2, w3, k0, k1, k2, k3, b, nb, ub, tok0, tok1, a0, a1, a2, a3, b0,
-                        b1, b2, b3)
-                    if PARTS == 4:  # written out: a constant part makes lane picks shuffles
-                        a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                            int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, TILE, 1,
-                            b * PARTS + 1, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub, tok0,
-                            tok1, a0, a1, a2, a3, b0, b1, b2, b3)
-                        a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                            int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, TILE, 2,
-                            b * PARTS + 2, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub, tok0,
-                            tok1, a0, a1, a2, a3, b0, b1, b2, b3)
-                        a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                            int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, TILE, 3,
-                            b * PARTS + 3, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub, tok0,
-                            tok1, a0, a1, a2, a3, b0, b1, b2, b3)
-                _store4(acc, t, a0, a1, a2, a3)
-                if PAIRS and t + 1 < n:
-                    _store4(acc, t + 1, b0, b1, b2, b3)
-                t += 2 if PAIRS else 1
-            for t in range(n):
-                o = t * 4 * LANES
-                _store_rows(out[t], r, vsum(vload_f32(acc, o)), vsum(vload_f32(acc, o + LANES)),
-                            vsum(vload_f32(acc, o + 2 * LANES)),
-                            vsum(vload_f32(acc, o + 3 * LANES)))
+                        for b in range(kb0, kb1):
+                            _unpack_block(int_block, int_part, PARTS, HAS_MIN, w0, b, nb, 0, U,
+                                          AB)
+                            _unpack_block(int_block, int_part, PARTS, HAS_MIN, w1, b, nb, 1, U,
+                                          AB)
+                            _unpack_block(int_block, int_part, PARTS, HAS_MIN, w2, b, nb, 2, U,
+                                          AB)
+                            _unpack_block(int_block, int_part, PARTS, HAS_MIN, w3, b, nb, 3, U,
+                                          AB)
+                    t = t0
+                    while t < t1:
+                        u = min(t + 1, t1 - 1)
+                        tok0 = (Q[t], QS[t], XD[t], XS[t])
+                        tok1 = (Q[u], QS[u], XD[u], XS[u])
+                        if kb0 == 0:
+                            a0 = a1 = a2 = a3 = vzero()
+                            b0 = b1 = b2 = b3 = vzero()
+                        else:  # the same sums, continued: a lane's order does not change
+                            a0, a1, a2, a3 = _load4(acc, t)
+                            b0, b1, b2, b3 = _load4(acc, u)
+                        for b in range(kb0, kb1):
+                            if TILE:
+                                k0 = k1 = k2 = k3 = int_block(w0, b, nb)  # unused: in the tile
+                            else:
+                                if pr >= 0 and t == 0:
+                                    _prefetch_int_block(w, pr, b, BLOCK_BYTES)
+                                k0 = int_block(w0, b, nb)
+                                k1 = int_block(w1, b, nb)
+                                k2 = int_block(w2, b, nb)
+                                k3 = int_block(w3, b, nb)
+                            a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
+                                int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, TILE, 0,
+                                b * PARTS, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub, tok0, tok1,
+                                a0, a1, a2, a3, b0, b1, b2, b3)
+                            if PARTS == 4:  # written out: a constant part makes picks shuffles
+                                a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
+                                    int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, TILE, 1,
+                                    b * PARTS + 1, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub,
+                                    tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3)
+                                a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
+                                    int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, TILE, 2,
+                                    b * PARTS + 2, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub,
+                                    tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3)
+                                a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
+                                    int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, TILE, 3,
+                                    b * PARTS + 3, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub,
+                                    tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3)
+                        _store4(acc, t, a0, a1, a2, a3)
+                        if PAIRS and t + 1 < t1:
+                            _store4(acc, t + 1, b0, b1, b2, b3)
+                        t += 2 if PAIRS else 1
+                for t in range(t0, t1):
+                    o = t * 4 * LANES
+                    _store_rows(out[t], r, vsum(vload_f32(acc, o)),
+                                vsum(vload_f32(acc, o + LANES)),
+                                vsum(vload_f32(acc, o + 2 * LANES)),
+                                vsum(vload_f32(acc, o + 3 * LANES)))
 
 
 def _sources_digest() -> str:
