@@ -25,9 +25,11 @@ from .simd import (
     vzero,
 )
 from .simd_int import (
+    SIGN_BY_OFFSET,
     byte_program,
     idot,
     idot_signed,
+    iflip,
     iload16,
     iload64,
     istore64,
@@ -323,7 +325,9 @@ def _int_acc(signed, offset, has_min, halves, u, a, b, q, qs, xd, xs, acc):
     as llama.cpp does; B (a block's min) is a float term of its own. signed, offset, has_min:
     the bound type's SIGNED, OFFSET, HAS_MIN, HALVES (PARTS == 1). All constants here (an
     inlined function reads this module's globals, not the bound copy's)."""
-    if signed:
+    if signed and SIGN_BY_OFFSET:  # u holds w + 128 (`_as_unsigned`)
+        isum = isub_times(idot(u, q), qs, 128)
+    elif signed:
         isum = idot_signed(u, q)
     elif has_min:
         acc = vfma(b, xs, acc)
@@ -335,6 +339,14 @@ def _int_acc(signed, offset, has_min, halves, u, a, b, q, qs, xd, xs, acc):
     if halves:  # two 32-value blocks: one after the other into lanes 0-7, as llama.cpp adds
         return vfma(vhi8(t), vhi8(f), vfma(vlo8(t), vlo8(f), acc))
     return vfma(t, f, acc)
+
+
+@njit(inline="always")
+def _as_unsigned(signed, u):
+    """A step's weight bytes as `_int_acc` takes them: signed ones + 128 where SIGN_BY_OFFSET."""
+    if signed and SIGN_BY_OFFSET:
+        return iflip(u)
+    return u
 
 
 @njit(inline="always")
@@ -364,21 +376,21 @@ def _tile_store(U, AB, has_min, s, row, u, a, bt):
 
 
 @njit(inline="always")
-def _unpack_block(int_block, int_part, parts, has_min, w, b, nb, row, U, AB):
+def _unpack_block(int_block, int_part, parts, signed, has_min, w, b, nb, row, U, AB):
     """Row `row`'s block b into the group's tile (parts written out: a constant c folds).
     int_block and int_part are called here, not passed on: Numba cannot inline a closure
     handed down two levels."""
     k = int_block(w, b, nb)
     s = b * parts
     u, a, bt = int_part(w, b, k, 0, nb)
-    _tile_store(U, AB, has_min, s, row, u, a, bt)
+    _tile_store(U, AB, has_min, s, row, _as_unsigned(signed, u), a, bt)
     if parts == 4:
         u, a, bt = int_part(w, b, k, 1, nb)
-        _tile_store(U, AB, has_min, s + 1, row, u, a, bt)
+        _tile_store(U, AB, has_min, s + 1, row, _as_unsigned(signed, u), a, bt)
         u, a, bt = int_part(w, b, k, 2, nb)
-        _tile_store(U, AB, has_min, s + 2, row, u, a, bt)
+        _tile_store(U, AB, has_min, s + 2, row, _as_unsigned(signed, u), a, bt)
         u, a, bt = int_part(w, b, k, 3, nb)
-        _tile_store(U, AB, has_min, s + 3, row, u, a, bt)
+        _tile_store(U, AB, has_min, s + 3, row, _as_unsigned(signed, u), a, bt)
 
 
 @njit(inline="always")
@@ -398,6 +410,8 @@ def _int_part(int_part, signed, offset, has_min, halves, pairs, tile, c, s, w0, 
         u1, A1, B1 = int_part(w1, b, k1, c, nb)
         u2, A2, B2 = int_part(w2, b, k2, c, nb)
         u3, A3, B3 = int_part(w3, b, k3, c, nb)
+        u0, u1 = _as_unsigned(signed, u0), _as_unsigned(signed, u1)
+        u2, u3 = _as_unsigned(signed, u2), _as_unsigned(signed, u3)
     q, qs = iload64(tok0[0], s * 64), iload16(tok0[1], s * 16)
     xd, xs = vload_f32(tok0[2], s * 16), vload_f32(tok0[3], s * 16)
     a0 = _int_acc(signed, offset, has_min, halves, u0, A0, B0, q, qs, xd, xs, a0)
@@ -454,14 +468,16 @@ def imatvec_tokens(w, X, out, scratch):
                     kb1 = min(n_blocks, kb0 + chunk_blocks)
                     if TILE:
                         for b in range(kb0, kb1):
-                            _unpack_block(int_block, int_part, PARTS, HAS_MIN, w0, b, nb, 0, U,
-                                          AB)
-                            _unpack_block(int_block, int_part, PARTS, HAS_MIN, w1, b, nb, 1, U,
-                                          AB)
-                            _unpack_block(int_block, int_part, PARTS, HAS_MIN, w2, b, nb, 2, U,
-                                          AB)
-                            _unpack_block(int_block, int_part, PARTS, HAS_MIN, w3, b, nb, 3, U,
-                                          AB)
+                            if pr >= 0 and t0 == 0:  # the next groups' rows, while this computes
+                                _prefetch_int_block(w, pr, b, BLOCK_BYTES)
+                            _unpack_block(int_block, int_part, PARTS, SIGNED, HAS_MIN, w0, b, nb,
+                                          0, U, AB)
+                            _unpack_block(int_block, int_part, PARTS, SIGNED, HAS_MIN, w1, b, nb,
+                                          1, U, AB)
+                            _unpack_block(int_block, int_part, PARTS, SIGNED, HAS_MIN, w2, b, nb,
+                                          2, U, AB)
+                            _unpack_block(int_block, int_part, PARTS, SIGNED, HAS_MIN, w3, b, nb,
+                                          3, U, AB)
                     t = t0
                     while t < t1:
                         u = min(t + 1, t1 - 1)

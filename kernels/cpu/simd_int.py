@@ -58,6 +58,11 @@ def choose_isa(forced: str | None, host: str) -> str:
 
 HOST_ISA = _host_isa()
 ISA = choose_isa(os.environ.get("GGUF_ENGINE_SIMD"), HOST_ISA)
+# Signed weights against signed activations: with vpdpbusd (no int16 pair to overflow) w + 128
+# as unsigned bytes, then 128 * sum(q) taken out, costs less than llama.cpp's sign trick (|w|
+# against q with w's sign, per row and token); vpmaddubsw's pairs would saturate, so AVX2 keeps
+# the trick. Both are exact: the same integers.
+SIGN_BY_OFFSET = ISA == "avx512vnni"
 
 _I8 = ir.IntType(8)
 _I16 = ir.IntType(16)
@@ -270,6 +275,18 @@ def idot_signed(typingctx, w, s):
 
 
 @intrinsic
+def iflip(typingctx, w):
+    """Signed bytes w as unsigned w + 128 (the sign bit flipped)."""
+    if not isinstance(w, I8x64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.xor(args[0], ir.Constant(_V64I8, [0x80] * 64))
+
+    return i8x64(w), codegen
+
+
+@intrinsic
 def iload16(typingctx, arr, i):
     """The 16 int32 values arr[i:i + 16]."""
     if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.int32):
@@ -445,10 +462,12 @@ def round_half(typingctx, x):
 __all__ = [
     "HOST_ISA",
     "ISA",
+    "SIGN_BY_OFFSET",
     "byte_program",
     "choose_isa",
     "idot",
     "idot_signed",
+    "iflip",
     "iload16",
     "iload64",
     "istore64",
