@@ -433,9 +433,11 @@ def imatvec_tokens(w, X, out, scratch):
     (q8_activations), then per 64 values and row one integer dot product (int_part's bytes
     against q) and two float multiply-adds with the row's sub-block scales (A, B). A weight
     block (PARTS steps of 64 values) first gives each row a context (int_block: its decoded
-    scales), which its parts share. Four rows share each loaded activation vector, two tokens
-    each unpacked weight step; every (row, token) is summed in the same order whatever n is.
-    scratch is unused (the float route's)."""
+    scales), which its parts share. Four rows share each loaded activation vector. With several
+    tokens (TILE) a group's steps are unpacked once into a tile (u, A, B of every step, 32 steps
+    at a time so it stays in L1) that every pair of tokens reads, a chunk of TOKEN_CHUNK tokens
+    at a time; one token unpacks as it goes. Every (row, token) is summed in the same order
+    whatever n is. scratch is unused (the float route's)."""
     rows = w.shape[0]
     n, cols = X.shape
     nb = cols // BLOCK
