@@ -95,6 +95,31 @@ def test_integer_matvec_matches_float64_on_quantized_activations(t):
         np.testing.assert_array_equal(out.view(np.uint32), alone[:n].view(np.uint32))
 
 
+@needs_int
+@pytest.mark.parametrize("t", [T.Q4_K, T.Q5_0, T.Q8_0], ids=lambda t: t.name)
+def test_tiles_over_token_and_step_chunks(t):
+    """Past TOKEN_CHUNK tokens and TILE_STEPS steps the tile is unpacked again for the next
+    tokens and read a chunk of steps at a time, the sums continuing from memory: each token
+    still gets the bits it gets alone, and W @ x on its quantized activations."""
+    from gguf_engine.kernels.cpu import quant_drivers
+
+    rng = np.random.default_rng(int(t))
+    rows, cols = 9, (quant_drivers.TILE_STEPS + 4) * 64  # two chunks of steps
+    n = quant_drivers.TOKEN_CHUNK + 5  # two chunks of tokens, the last one odd
+    data = random_weights(t, rows, cols, rng)
+    tk, w = block_rows(data, t, (rows, cols))
+    X = rng.standard_normal((n, cols)).astype(np.float32)
+    out = np.full((n, rows), np.nan, np.float32)
+    tk.kernels.integer.matvec_tokens(w, X, out, matvec_scratch(tk, rows))
+    W = float64_reference(data, t, (rows, cols))
+    for i in (0, 31, 32, n - 1):
+        alone = kernels.matvec(data, t, (rows, cols), X[i], integer=True)
+        np.testing.assert_array_equal(out[i].view(np.uint32), alone.view(np.uint32))
+        q, _, xd, _ = q8_activations.quantize(X[i], _act_block(t))
+        ref = W @ (q[:cols] * np.repeat(xd[:cols // 4], 4).astype(np.float64))
+        assert np.abs(out[i] - ref).max() / np.abs(ref).max() <= 2e-6
+
+
 _AVX2_TYPES = (T.Q4_0, T.Q8_0, T.Q4_K, T.Q6_K)  # an offset, signed, a min, 16-value scales
 
 
