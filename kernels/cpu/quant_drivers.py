@@ -376,12 +376,12 @@ def _tile_store(U, AB, has_min, s, row, u, a, bt):
 
 
 @njit(inline="always")
-def _unpack_block(int_block, int_part, parts, signed, has_min, w, b, nb, row, U, AB):
-    """Row `row`'s block b into the group's tile (parts written out: a constant c folds).
-    int_block and int_part are called here, not passed on: Numba cannot inline a closure
-    handed down two levels."""
+def _unpack_block(int_block, int_part, parts, signed, has_min, w, b, nb, row, U, AB, s0):
+    """Row `row`'s block b into the group's tile, whose first step is s0 (parts written out: a
+    constant c folds). int_block and int_part are called here, not passed on: Numba cannot
+    inline a closure handed down two levels."""
     k = int_block(w, b, nb)
-    s = b * parts
+    s = b * parts - s0
     u, a, bt = int_part(w, b, k, 0, nb)
     _tile_store(U, AB, has_min, s, row, _as_unsigned(signed, u), a, bt)
     if parts == 4:
@@ -397,14 +397,14 @@ def _unpack_block(int_block, int_part, parts, signed, has_min, w, b, nb, row, U,
 def _int_part(int_part, signed, offset, has_min, halves, pairs, tile, c, s, w0, w1, w2, w3, k0,
               k1, k2, k3, b, nb, ub, tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3):
     """Part c of block b of four rows (their block contexts k0 .. k3, or the group's tile
-    ub = (U, AB)) into the accumulators of token tok0 (a) and, with pairs, tok1 (b); tok = (q,
-    qs, xd, xs) of the token; s is the part's step (64 values) in the row. (At most 30
-    arguments: past that CPython passes them as *args, which Numba cannot inline.)"""
+    ub = (U, AB, its first step)) into the accumulators of token tok0 (a) and, with pairs, tok1
+    (b); tok = (q, qs, xd, xs) of the token; s is the part's step (64 values) in the row. (At
+    most 30 arguments: past that CPython passes them as *args, which Numba cannot inline.)"""
     if tile:
-        u0, A0, B0 = _tile_load(ub[0], ub[1], s, 0)
-        u1, A1, B1 = _tile_load(ub[0], ub[1], s, 1)
-        u2, A2, B2 = _tile_load(ub[0], ub[1], s, 2)
-        u3, A3, B3 = _tile_load(ub[0], ub[1], s, 3)
+        u0, A0, B0 = _tile_load(ub[0], ub[1], s - ub[2], 0)
+        u1, A1, B1 = _tile_load(ub[0], ub[1], s - ub[2], 1)
+        u2, A2, B2 = _tile_load(ub[0], ub[1], s - ub[2], 2)
+        u3, A3, B3 = _tile_load(ub[0], ub[1], s - ub[2], 3)
     else:
         u0, A0, B0 = int_part(w0, b, k0, c, nb)
         u1, A1, B1 = int_part(w1, b, k1, c, nb)
@@ -453,13 +453,14 @@ def imatvec_tokens(w, X, out, scratch):
     n_groups = (rows + 3) // 4
     n_parts = scratch.shape[0]
     chunk_blocks = max(1, TILE_STEPS // PARTS) if TILE else n_blocks
+    # per part, small (below malloc's mmap threshold: two threads mapping and unmapping
+    # buffers each call serialize in the kernel; a 2048-row matrix scaled 1.4x on 2 threads)
     for part in prange(n_parts):
-        acc = np.empty(n * 4 * LANES, np.float32)  # (n * 4 * LANES,) 4 accumulators a token
-        tiles = n_steps * 4 if TILE else 1
-        U = np.empty(tiles * 64, np.int8)  # (n_steps, 4 rows, 64) the group's weight bytes
-        AB = np.empty(tiles * 2 * LANES, np.float32)  # (n_steps, 4 rows, 2, LANES) A and B
-        # (tiles are indexed by step: a chunk's blocks use their own part of them)
-        ub = (U, AB)
+        # (chunk * 4 * LANES,) 4 accumulators a token of the chunk
+        acc = np.empty(min(n, TOKEN_CHUNK) * 4 * LANES, np.float32)
+        tiles = chunk_blocks * PARTS * 4 if TILE else 1
+        U = np.empty(tiles * 64, np.int8)  # (TILE_STEPS, 4 rows, 64) the group's weight bytes
+        AB = np.empty(tiles * 2 * LANES, np.float32)  # (TILE_STEPS, 4 rows, 2, LANES) A, B
         for t0 in range(0, n, TOKEN_CHUNK):
             t1 = min(n, t0 + TOKEN_CHUNK)
             for g in range(part * n_groups // n_parts, (part + 1) * n_groups // n_parts):
@@ -468,18 +469,19 @@ def imatvec_tokens(w, X, out, scratch):
                 pr = min(r + ahead, rows - 4)
                 for kb0 in range(0, n_blocks, chunk_blocks):
                     kb1 = min(n_blocks, kb0 + chunk_blocks)
+                    ub = (U, AB, kb0 * PARTS)
                     if TILE:
                         for b in range(kb0, kb1):
                             if pr >= 0 and t0 == 0:  # the next groups' rows, while this computes
                                 _prefetch_int_block(w, pr, b, BLOCK_BYTES)
                             _unpack_block(int_block, int_part, PARTS, SIGNED, HAS_MIN, w0, b, nb,
-                                          0, U, AB)
+                                          0, U, AB, kb0 * PARTS)
                             _unpack_block(int_block, int_part, PARTS, SIGNED, HAS_MIN, w1, b, nb,
-                                          1, U, AB)
+                                          1, U, AB, kb0 * PARTS)
                             _unpack_block(int_block, int_part, PARTS, SIGNED, HAS_MIN, w2, b, nb,
-                                          2, U, AB)
+                                          2, U, AB, kb0 * PARTS)
                             _unpack_block(int_block, int_part, PARTS, SIGNED, HAS_MIN, w3, b, nb,
-                                          3, U, AB)
+                                          3, U, AB, kb0 * PARTS)
                     t = t0
                     while t < t1:
                         u = min(t + 1, t1 - 1)
@@ -489,8 +491,8 @@ def imatvec_tokens(w, X, out, scratch):
                             a0 = a1 = a2 = a3 = vzero()
                             b0 = b1 = b2 = b3 = vzero()
                         else:  # the same sums, continued: a lane's order does not change
-                            a0, a1, a2, a3 = _load4(acc, t)
-                            b0, b1, b2, b3 = _load4(acc, u)
+                            a0, a1, a2, a3 = _load4(acc, t - t0)
+                            b0, b1, b2, b3 = _load4(acc, u - t0)
                         for b in range(kb0, kb1):
                             if TILE:
                                 k0 = k1 = k2 = k3 = int_block(w0, b, nb)  # unused: in the tile
@@ -518,12 +520,12 @@ def imatvec_tokens(w, X, out, scratch):
                                     int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, TILE, 3,
                                     b * PARTS + 3, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub,
                                     tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3)
-                        _store4(acc, t, a0, a1, a2, a3)
+                        _store4(acc, t - t0, a0, a1, a2, a3)
                         if PAIRS and t + 1 < t1:
-                            _store4(acc, t + 1, b0, b1, b2, b3)
+                            _store4(acc, t + 1 - t0, b0, b1, b2, b3)
                         t += 2 if PAIRS else 1
                 for t in range(t0, t1):
-                    o = t * 4 * LANES
+                    o = (t - t0) * 4 * LANES
                     _store_rows(out[t], r, vsum(vload_f32(acc, o)),
                                 vsum(vload_f32(acc, o + LANES)),
                                 vsum(vload_f32(acc, o + 2 * LANES)),
