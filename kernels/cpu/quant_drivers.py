@@ -230,6 +230,13 @@ def _load4(acc, t):
 
 
 @njit(inline="always")
+def _sums4(acc, t):
+    """Token t's four row sums: each accumulator of acc (n * 4 * LANES,) summed once."""
+    a0, a1, a2, a3 = _load4(acc, t)
+    return vsum(a0), vsum(a1), vsum(a2), vsum(a3)
+
+
+@njit(inline="always")
 def _store4(acc, t, a0, a1, a2, a3):
     """Token t's four row accumulators into acc (n * 4 * LANES,)."""
     o = t * 4 * LANES
@@ -299,11 +306,7 @@ def matvec_tokens(w, X, out, scratch):
                 t += 2 if PAIRS else 1
             for t in range(n):
                 x = X[t]
-                o = t * 4 * LANES
-                t0 = vsum(vload_f32(acc, o))
-                t1 = vsum(vload_f32(acc, o + LANES))
-                t2 = vsum(vload_f32(acc, o + 2 * LANES))
-                t3 = vsum(vload_f32(acc, o + 3 * LANES))
+                t0, t1, t2, t3 = _sums4(acc, t)
                 for b in range(n_steps * STEP // BLOCK, cols // BLOCK):
                     dequant_block(w0, b, tmp, 0)
                     dequant_block(w1, b, tmp, BLOCK)
@@ -461,6 +464,8 @@ def imatvec_tokens(w, X, out, scratch):
         tiles = chunk_blocks * PARTS * 4 if TILE else 1
         U = np.empty(tiles * 64, np.int8)  # (TILE_STEPS, 4 rows, 64) the group's weight bytes
         AB = np.empty(tiles * 2 * LANES, np.float32)  # (TILE_STEPS, 4 rows, 2, LANES) A, B
+        # a block context of the right type for `_int_part`, which the tile path never reads
+        k_unused = int_block(w[0], 0, nb)
         for t0 in range(0, n, TOKEN_CHUNK):
             t1 = min(n, t0 + TOKEN_CHUNK)
             for g in range(part * n_groups // n_parts, (part + 1) * n_groups // n_parts):
@@ -495,7 +500,7 @@ def imatvec_tokens(w, X, out, scratch):
                             b0, b1, b2, b3 = _load4(acc, u - t0)
                         for b in range(kb0, kb1):
                             if TILE:
-                                k0 = k1 = k2 = k3 = int_block(w0, b, nb)  # unused: in the tile
+                                k0 = k1 = k2 = k3 = k_unused
                             else:
                                 if pr >= 0 and t == 0:
                                     _prefetch_int_block(w, pr, b, BLOCK_BYTES)
@@ -525,11 +530,8 @@ def imatvec_tokens(w, X, out, scratch):
                             _store4(acc, t + 1 - t0, b0, b1, b2, b3)
                         t += 2 if PAIRS else 1
                 for t in range(t0, t1):
-                    o = (t - t0) * 4 * LANES
-                    _store_rows(out[t], r, vsum(vload_f32(acc, o)),
-                                vsum(vload_f32(acc, o + LANES)),
-                                vsum(vload_f32(acc, o + 2 * LANES)),
-                                vsum(vload_f32(acc, o + 3 * LANES)))
+                    s0, s1, s2, s3 = _sums4(acc, t - t0)
+                    _store_rows(out[t], r, s0, s1, s2, s3)
 
 
 def _sources_digest() -> str:
