@@ -22,6 +22,7 @@ from .simd import (
     vsplat2,
     vstore_f32,
     vsum,
+    vsum8,
     vzero,
 )
 from .simd_int import (
@@ -32,9 +33,11 @@ from .simd_int import (
     iflip,
     iload16,
     iload64,
+    ineg_times,
     istore64,
-    isub_times,
     itof,
+    load_twice,
+    store_half,
     vhi8,
     vlo8,
 )
@@ -230,9 +233,12 @@ def _load4(acc, t):
 
 
 @njit(inline="always")
-def _sums4(acc, t):
-    """Token t's four row sums: each accumulator of acc (n * 4 * LANES,) summed once."""
+def _sums4(acc, t, side_by_side):
+    """Token t's four row sums: each accumulator of acc (n * 4 * LANES,) summed once, or with
+    side_by_side rows 0, 1 in the halves of the first and rows 2, 3 in the second's."""
     a0, a1, a2, a3 = _load4(acc, t)
+    if side_by_side:
+        return vsum8(a0, 0), vsum8(a0, 1), vsum8(a1, 0), vsum8(a1, 1)
     return vsum(a0), vsum(a1), vsum(a2), vsum(a3)
 
 
@@ -306,7 +312,7 @@ def matvec_tokens(w, X, out, scratch):
                 t += 2 if PAIRS else 1
             for t in range(n):
                 x = X[t]
-                t0, t1, t2, t3 = _sums4(acc, t)
+                t0, t1, t2, t3 = _sums4(acc, t, False)
                 for b in range(n_steps * STEP // BLOCK, cols // BLOCK):
                     dequant_block(w0, b, tmp, 0)
                     dequant_block(w1, b, tmp, BLOCK)
@@ -322,25 +328,38 @@ def matvec_tokens(w, X, out, scratch):
 
 
 @njit(inline="always")
-def _int_acc(signed, offset, has_min, halves, u, a, b, q, qs, xd, xs, acc):
-    """acc + one row's step against one token's (q, qs, xd, xs), lane by lane:
-    A * d * (q_w . q - OFFSET * sum(q)) + B * d * sum(q). The offset is taken out in integers,
-    as llama.cpp does; B (a block's min) is a float term of its own. signed, offset, has_min:
-    the bound type's SIGNED, OFFSET, HAS_MIN, HALVES (PARTS == 1). All constants here (an
-    inlined function reads this module's globals, not the bound copy's)."""
-    if signed and SIGN_BY_OFFSET:  # u holds w + 128 (`_as_unsigned`)
-        isum = isub_times(idot(u, q), qs, 128)
-    elif signed:
+def _int_base(signed, offset, qs):
+    """A token step's start of every row's integer sum, -OFFSET * sum(q) (128 for signed bytes
+    flipped to unsigned, `_as_unsigned`): the offset taken out in integers, as llama.cpp does,
+    once per token for four rows, and vpdpbusd adds into it for free."""
+    if signed and SIGN_BY_OFFSET:
+        return ineg_times(qs, 128)
+    return ineg_times(qs, 0 if signed else offset)
+
+
+@njit(inline="always")
+def _int_acc(signed, has_min, halves, u, a, b, q, base, xd, xs, acc):
+    """acc + one row's step against one token's (q, base, xd, xs), lane by lane:
+    A * d * (q_w . q - OFFSET * sum(q)) + B * d * sum(q) (base: `_int_base`); B (a block's min)
+    is a float term of its own. signed, has_min, halves: the bound type's SIGNED, HAS_MIN, and
+    whether u holds two 32-value blocks that llama.cpp adds one after the other into eight
+    lanes (lanes 0-7 of acc). All constants here (an inlined function reads this module's
+    globals, not the bound copy's)."""
+    if signed and not SIGN_BY_OFFSET:
         isum = idot_signed(u, q)
-    elif has_min:
-        acc = vfma(b, xs, acc)
-        isum = idot(u, q)
     else:
-        isum = isub_times(idot(u, q), qs, offset)
+        isum = idot(base, u, q)
     t = vmul(a, xd)
     f = itof(isum)
-    if halves:  # two 32-value blocks: one after the other into lanes 0-7, as llama.cpp adds
-        return vfma(vhi8(t), vhi8(f), vfma(vlo8(t), vlo8(f), acc))
+    if halves:
+        if has_min:
+            acc = vfma(vlo8(b), vlo8(xs), acc)
+        acc = vfma(vlo8(t), vlo8(f), acc)
+        if has_min:
+            acc = vfma(vhi8(b), vhi8(xs), acc)
+        return vfma(vhi8(t), vhi8(f), acc)
+    if has_min:
+        acc = vfma(b, xs, acc)
     return vfma(t, f, acc)
 
 
@@ -369,13 +388,25 @@ def _tile_load(U, AB, s, row):
 
 
 @njit(inline="always")
-def _tile_store(U, AB, has_min, s, row, u, a, bt):
-    """Row `row`'s (u, A, B) of step s into the group's tile (B only where the type has one)."""
-    o = s * 4 + row
-    istore64(U, o * 64, u)
-    vstore_f32(AB, o * 2 * LANES, a)
-    if has_min:
-        vstore_f32(AB, (o * 2 + 1) * LANES, bt)
+def _tile_store(U, AB, has_min, halves, s, row, u, a, bt):
+    """Row `row`'s (u, A, B) of step s into the group's tile (B only where the type has one).
+    With halves (two 32-value blocks a step) the tile holds rows side by side a block at a
+    time, [row 0 | row 1] then [row 2 | row 3] for the step's first block, then for its
+    second: what `_int_part` multiplies in one instruction, each row in its own eight lanes."""
+    if halves:
+        for h in range(2):
+            o = s * 4 + 2 * h + row // 2
+            k = row % 2
+            store_half(U, o * 64 + 32 * k, u, h)
+            store_half(AB, o * 2 * LANES + 8 * k, a, h)
+            if has_min:
+                store_half(AB, (o * 2 + 1) * LANES + 8 * k, bt, h)
+    else:
+        o = s * 4 + row
+        istore64(U, o * 64, u)
+        vstore_f32(AB, o * 2 * LANES, a)
+        if has_min:
+            vstore_f32(AB, (o * 2 + 1) * LANES, bt)
 
 
 @njit(inline="always")
@@ -386,14 +417,14 @@ def _unpack_block(int_block, int_part, parts, signed, has_min, w, b, nb, row, U,
     k = int_block(w, b, nb)
     s = b * parts - s0
     u, a, bt = int_part(w, b, k, 0, nb)
-    _tile_store(U, AB, has_min, s, row, _as_unsigned(signed, u), a, bt)
+    _tile_store(U, AB, has_min, parts == 1, s, row, _as_unsigned(signed, u), a, bt)
     if parts == 4:
         u, a, bt = int_part(w, b, k, 1, nb)
-        _tile_store(U, AB, has_min, s + 1, row, _as_unsigned(signed, u), a, bt)
+        _tile_store(U, AB, has_min, False, s + 1, row, _as_unsigned(signed, u), a, bt)
         u, a, bt = int_part(w, b, k, 2, nb)
-        _tile_store(U, AB, has_min, s + 2, row, _as_unsigned(signed, u), a, bt)
+        _tile_store(U, AB, has_min, False, s + 2, row, _as_unsigned(signed, u), a, bt)
         u, a, bt = int_part(w, b, k, 3, nb)
-        _tile_store(U, AB, has_min, s + 3, row, _as_unsigned(signed, u), a, bt)
+        _tile_store(U, AB, has_min, False, s + 3, row, _as_unsigned(signed, u), a, bt)
 
 
 @njit(inline="always")
@@ -402,7 +433,27 @@ def _int_part(int_part, signed, offset, has_min, halves, pairs, tile, c, s, w0, 
     """Part c of block b of four rows (their block contexts k0 .. k3, or the group's tile
     ub = (U, AB, its first step)) into the accumulators of token tok0 (a) and, with pairs, tok1
     (b); tok = (q, qs, xd, xs) of the token; s is the part's step (64 values) in the row. (At
-    most 30 arguments: past that CPython passes them as *args, which Numba cannot inline.)"""
+    most 30 arguments: past that CPython passes them as *args, which Numba cannot inline.)
+    With halves from the tile, a0 holds rows 0 and 1 side by side, a1 rows 2 and 3
+    (`_tile_store`): a block of one token against two rows in one instruction, in the order
+    of the eight lanes each row has alone."""
+    if tile and halves:
+        for h in range(2):
+            o = 2 * s + h  # the 32-value block
+            u0, A0, B0 = _tile_load(ub[0], ub[1], s - ub[2], 2 * h)
+            u1, A1, B1 = _tile_load(ub[0], ub[1], s - ub[2], 2 * h + 1)
+            q, i0 = load_twice(tok0[0], o * 32), _int_base(signed, offset,
+                                                          load_twice(tok0[1], o * 8))
+            xd, xs = load_twice(tok0[2], o * 8), load_twice(tok0[3], o * 8)
+            a0 = _int_acc(signed, has_min, False, u0, A0, B0, q, i0, xd, xs, a0)
+            a1 = _int_acc(signed, has_min, False, u1, A1, B1, q, i0, xd, xs, a1)
+            if pairs:
+                q, i0 = load_twice(tok1[0], o * 32), _int_base(signed, offset,
+                                                              load_twice(tok1[1], o * 8))
+                xd, xs = load_twice(tok1[2], o * 8), load_twice(tok1[3], o * 8)
+                b0 = _int_acc(signed, has_min, False, u0, A0, B0, q, i0, xd, xs, b0)
+                b1 = _int_acc(signed, has_min, False, u1, A1, B1, q, i0, xd, xs, b1)
+        return a0, a1, a2, a3, b0, b1, b2, b3
     if tile:
         u0, A0, B0 = _tile_load(ub[0], ub[1], s - ub[2], 0)
         u1, A1, B1 = _tile_load(ub[0], ub[1], s - ub[2], 1)
@@ -415,19 +466,19 @@ def _int_part(int_part, signed, offset, has_min, halves, pairs, tile, c, s, w0, 
         u3, A3, B3 = int_part(w3, b, k3, c, nb)
         u0, u1 = _as_unsigned(signed, u0), _as_unsigned(signed, u1)
         u2, u3 = _as_unsigned(signed, u2), _as_unsigned(signed, u3)
-    q, qs = iload64(tok0[0], s * 64), iload16(tok0[1], s * 16)
+    q, i0 = iload64(tok0[0], s * 64), _int_base(signed, offset, iload16(tok0[1], s * 16))
     xd, xs = vload_f32(tok0[2], s * 16), vload_f32(tok0[3], s * 16)
-    a0 = _int_acc(signed, offset, has_min, halves, u0, A0, B0, q, qs, xd, xs, a0)
-    a1 = _int_acc(signed, offset, has_min, halves, u1, A1, B1, q, qs, xd, xs, a1)
-    a2 = _int_acc(signed, offset, has_min, halves, u2, A2, B2, q, qs, xd, xs, a2)
-    a3 = _int_acc(signed, offset, has_min, halves, u3, A3, B3, q, qs, xd, xs, a3)
+    a0 = _int_acc(signed, has_min, halves, u0, A0, B0, q, i0, xd, xs, a0)
+    a1 = _int_acc(signed, has_min, halves, u1, A1, B1, q, i0, xd, xs, a1)
+    a2 = _int_acc(signed, has_min, halves, u2, A2, B2, q, i0, xd, xs, a2)
+    a3 = _int_acc(signed, has_min, halves, u3, A3, B3, q, i0, xd, xs, a3)
     if pairs:
-        q, qs = iload64(tok1[0], s * 64), iload16(tok1[1], s * 16)
+        q, i0 = iload64(tok1[0], s * 64), _int_base(signed, offset, iload16(tok1[1], s * 16))
         xd, xs = vload_f32(tok1[2], s * 16), vload_f32(tok1[3], s * 16)
-        b0 = _int_acc(signed, offset, has_min, halves, u0, A0, B0, q, qs, xd, xs, b0)
-        b1 = _int_acc(signed, offset, has_min, halves, u1, A1, B1, q, qs, xd, xs, b1)
-        b2 = _int_acc(signed, offset, has_min, halves, u2, A2, B2, q, qs, xd, xs, b2)
-        b3 = _int_acc(signed, offset, has_min, halves, u3, A3, B3, q, qs, xd, xs, b3)
+        b0 = _int_acc(signed, has_min, halves, u0, A0, B0, q, i0, xd, xs, b0)
+        b1 = _int_acc(signed, has_min, halves, u1, A1, B1, q, i0, xd, xs, b1)
+        b2 = _int_acc(signed, has_min, halves, u2, A2, B2, q, i0, xd, xs, b2)
+        b3 = _int_acc(signed, has_min, halves, u3, A3, B3, q, i0, xd, xs, b3)
     return a0, a1, a2, a3, b0, b1, b2, b3
 
 
@@ -530,7 +581,7 @@ def imatvec_tokens(w, X, out, scratch):
                             _store4(acc, t + 1 - t0, b0, b1, b2, b3)
                         t += 2 if PAIRS else 1
                 for t in range(t0, t1):
-                    s0, s1, s2, s3 = _sums4(acc, t - t0)
+                    s0, s1, s2, s3 = _sums4(acc, t - t0, HALVES and TILE)
                     _store_rows(out[t], r, s0, s1, s2, s3)
 
 

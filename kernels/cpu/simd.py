@@ -117,6 +117,17 @@ def vfma(typingctx, a, b, c):
     return f32x16(a, b, c), codegen
 
 
+def _tree_sum(builder, v, n: int):
+    """The sum of v's n lanes, as a pairwise tree: the low half plus the high half, again."""
+    while n > 1:
+        n //= 2
+        lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), list(range(n))))
+        hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n),
+                                                      list(range(n, 2 * n))))
+        v = builder.fadd(lo, hi)
+    return builder.extract_element(v, ir.Constant(_I32, 0))
+
+
 @intrinsic
 def vsum(typingctx, a):
     """The sum of the lanes, as a pairwise tree (float32)."""
@@ -124,18 +135,26 @@ def vsum(typingctx, a):
         return None
 
     def codegen(context, builder, sig, args):
-        v = args[0]
-        n = LANES
-        while n > 1:
-            n //= 2
-            lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), list(range(n))))
-            hi = builder.shuffle_vector(
-                v, v, ir.Constant(ir.VectorType(_I32, n), list(range(n, 2 * n)))
-            )
-            v = builder.fadd(lo, hi)
-        return builder.extract_element(v, ir.Constant(_I32, 0))
+        return _tree_sum(builder, args[0], LANES)
 
     return types.float32(a), codegen
+
+
+@intrinsic
+def vsum8(typingctx, a, h):
+    """The sum of lanes 8h .. 8h + 7 (h 0 or 1), as `vsum`'s tree does lanes 0-7 of a vector
+    whose lanes 8-15 are zero: two rows side by side, each summed as alone."""
+    if not (_is_vec(a) and isinstance(h, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        h = _int_arg(context, builder, sig, args, 1, _I32)
+        halves = [builder.shuffle_vector(args[0], args[0], ir.Constant(
+            ir.VectorType(_I32, 8), list(range(8 * k, 8 * k + 8)))) for k in (0, 1)]
+        half = builder.select(builder.icmp_signed("!=", h, ir.Constant(_I32, 0)), *halves[::-1])
+        return _tree_sum(builder, half, 8)
+
+    return types.float32(a, h), codegen
 
 
 @intrinsic
@@ -426,5 +445,6 @@ __all__ = [
     "vstore_f32",
     "vsub",
     "vsum",
+    "vsum8",
     "vzero",
 ]

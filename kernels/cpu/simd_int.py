@@ -226,13 +226,13 @@ def iload64(typingctx, arr, i):
     return i8x64(arr, i), codegen
 
 
-def _dot_unsigned(builder, u, s):
-    """Sixteen int32 lanes, each the sum of four products of u's unsigned and s's signed bytes.
-    On the AVX2 path a pair of products must fit int16: u below 128 or |u| * 127 * 2 < 32768."""
-    if ISA == "avx512vnni":
+def _dot_unsigned(builder, base, u, s):
+    """base + sixteen int32 lanes, each the sum of four products of u's unsigned and s's signed
+    bytes. On the AVX2 path a pair of products must fit int16: u below 128 or
+    |u| * 127 * 2 < 32768."""
+    if ISA == "avx512vnni":  # vpdpbusd adds into its accumulator: base costs nothing
         return _call(builder, "llvm.x86.avx512.vpdpbusd.512", _V16I32,
-                     [ir.Constant(_V16I32, [0] * LANES), builder.bitcast(u, _V16I32),
-                      builder.bitcast(s, _V16I32)])
+                     [base, builder.bitcast(u, _V16I32), builder.bitcast(s, _V16I32)])
     v16i16 = ir.VectorType(_I16, 16)
     ones = ir.Constant(v16i16, [1] * 16)
     quads = []
@@ -241,19 +241,21 @@ def _dot_unsigned(builder, u, s):
                       [_half(builder, u, k, 32), _half(builder, s, k, 32)])
         quads.append(_call(builder, "llvm.x86.avx2.pmadd.wd", ir.VectorType(_I32, 8),
                            [pairs, ones]))
-    return builder.shuffle_vector(quads[0], quads[1], ir.Constant(_V16I32, list(range(16))))
+    return builder.add(base, builder.shuffle_vector(quads[0], quads[1],
+                                                    ir.Constant(_V16I32, list(range(16)))))
 
 
 @intrinsic
-def idot(typingctx, u, s):
-    """Unsigned weight bytes u (each below 128) . signed activations s, in int32 lanes of four."""
-    if not (isinstance(u, I8x64) and isinstance(s, I8x64)):
+def idot(typingctx, base, u, s):
+    """base + unsigned weight bytes u (each below 128) . signed activations s, in int32 lanes
+    of four."""
+    if not (isinstance(base, I32x16) and isinstance(u, I8x64) and isinstance(s, I8x64)):
         return None
 
     def codegen(context, builder, sig, args):
-        return _dot_unsigned(builder, args[0], args[1])
+        return _dot_unsigned(builder, *args)
 
-    return i32x16(u, s), codegen
+    return i32x16(base, u, s), codegen
 
 
 @intrinsic
@@ -269,7 +271,7 @@ def idot_signed(typingctx, w, s):
         neg = builder.icmp_signed("<", w, zero)
         mag = builder.select(neg, builder.sub(zero, w), w)
         signed = builder.select(neg, builder.sub(zero, s), s)
-        return _dot_unsigned(builder, mag, signed)
+        return _dot_unsigned(builder, ir.Constant(_V16I32, [0] * LANES), mag, signed)
 
     return i32x16(w, s), codegen
 
@@ -302,19 +304,20 @@ def iload16(typingctx, arr, i):
 
 
 @intrinsic
-def isub_times(typingctx, a, b, k):
-    """a - k * b in int32 lanes (k a scalar integer): an offset taken out in integers."""
-    if not (isinstance(a, I32x16) and isinstance(b, I32x16) and isinstance(k, types.Integer)):
+def ineg_times(typingctx, b, k):
+    """-k * b in int32 lanes (k a scalar integer): an offset taken out in integers, as the
+    start of `idot`'s sum."""
+    if not (isinstance(b, I32x16) and isinstance(k, types.Integer)):
         return None
 
     def codegen(context, builder, sig, args):
-        k = builder.trunc(context.cast(builder, args[2], sig.args[2], types.int64), _I32)
+        k = builder.trunc(context.cast(builder, args[1], sig.args[1], types.int64), _I32)
         kv = builder.insert_element(ir.Constant(_V16I32, ir.Undefined), k, ir.Constant(_I32, 0))
         kv = builder.shuffle_vector(kv, ir.Constant(_V16I32, ir.Undefined),
                                     ir.Constant(_V16I32, [0] * LANES))
-        return builder.sub(args[0], builder.mul(args[1], kv))
+        return builder.sub(ir.Constant(_V16I32, [0] * LANES), builder.mul(args[0], kv))
 
-    return i32x16(a, b, k), codegen
+    return i32x16(b, k), codegen
 
 
 @intrinsic
@@ -349,6 +352,57 @@ def _half8(k: int):
 # added one after the other into eight lanes, the order of llama.cpp's AVX2 dot products
 vlo8 = _half8(0)
 vhi8 = _half8(1)
+
+
+def _half_of(builder, v, n: int, h):
+    """Half h (an i32: 0 low, 1 high; constant after inlining) of the n-lane vector v."""
+    lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n // 2), list(range(n // 2))))
+    hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n // 2),
+                                                  list(range(n // 2, n))))
+    return builder.select(builder.icmp_signed("!=", h, ir.Constant(_I32, 0)), hi, lo)
+
+
+# (dtype, vector type, element) of what `load_twice` and `store_half` move
+_HALF_KINDS = {types.int8: (I8x64, _V64I8, _I8), types.int32: (I32x16, _V16I32, _I32),
+               types.float32: (type(f32x16), _VF32, ir.FloatType())}
+
+
+@intrinsic
+def load_twice(typingctx, arr, i):
+    """The half vector at arr[i:] (32 int8, 8 int32 or 8 float32) in both halves of a vector:
+    one 32-value block against two rows side by side."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype in _HALF_KINDS):
+        return None
+    vty, ir_vec, elem = _HALF_KINDS[arr.dtype]
+    n = ir_vec.count
+
+    def codegen(context, builder, sig, args):
+        p = _vector_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1], elem)
+        half = builder.load(builder.bitcast(p, ir.PointerType(ir.VectorType(elem, n // 2))),
+                            align=1)
+        return builder.shuffle_vector(half, half, ir.Constant(ir.VectorType(_I32, n),
+                                                              list(range(n // 2)) * 2))
+
+    ret = {I8x64: i8x64, I32x16: i32x16}.get(vty, f32x16)
+    return ret(arr, i), codegen
+
+
+@intrinsic
+def store_half(typingctx, arr, i, v, h):
+    """arr[i:] = half h of v (32 of an int8 vector's bytes or 8 of a float vector's lanes)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype in _HALF_KINDS
+            and isinstance(v, _HALF_KINDS[arr.dtype][0]) and isinstance(h, types.Integer)):
+        return None
+    _, ir_vec, elem = _HALF_KINDS[arr.dtype]
+
+    def codegen(context, builder, sig, args):
+        p = _vector_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1], elem)
+        h = context.cast(builder, args[3], sig.args[3], types.int32)
+        half = _half_of(builder, args[2], ir_vec.count, h)
+        builder.store(half, builder.bitcast(p, ir.PointerType(half.type)), align=1)
+        return context.get_dummy_value()
+
+    return types.none(arr, i, v, h), codegen
 
 
 @intrinsic
@@ -471,13 +525,15 @@ __all__ = [
     "iload16",
     "iload64",
     "istore64",
-    "isub_times",
+    "ineg_times",
+    "load_twice",
     "itof",
     "round_half",
-    "vhi8",
-    "vlo8",
+    "store_half",
     "vload_q3k_scales",
     "vpair",
     "vquad_bits",
     "vquad_lanes",
+    "vlo8",
+    "vhi8",
 ]
