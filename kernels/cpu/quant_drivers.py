@@ -170,7 +170,7 @@ def x_itself(x):
 BLOCK = STEP = STEP_UNITS = LINE_UNITS = ACT_BLOCK = PARTS = BLOCK_BYTES = 1
 PAIRS = True
 SIGNED = HAS_MIN = HALVES = TILE = False
-OFFSET = 0
+BASE_K = 0
 dequant_block = dot4_block = derive_x = int_block = int_part = None
 
 
@@ -328,13 +328,12 @@ def matvec_tokens(w, X, out, scratch):
 
 
 @njit(inline="always")
-def _int_base(signed, offset, qs):
-    """A token step's start of every row's integer sum, -OFFSET * sum(q) (128 for signed bytes
-    flipped to unsigned, `_as_unsigned`): the offset taken out in integers, as llama.cpp does,
-    once per token for four rows, and vpdpbusd adds into it for free."""
-    if signed and SIGN_BY_OFFSET:
-        return ineg_times(qs, 128)
-    return ineg_times(qs, 0 if signed else offset)
+def _int_base(base_k, v):
+    """A token step's start of every row's integer sum, v = -BASE_K * sum(q) (`imatvec_tokens`
+    makes it once per token): zeros where there is no offset."""
+    if base_k == 0:
+        return ineg_times(v, 0)  # folds to zeros, and the load goes
+    return v
 
 
 @njit(inline="always")
@@ -428,7 +427,7 @@ def _unpack_block(int_block, int_part, parts, signed, has_min, w, b, nb, row, U,
 
 
 @njit(inline="always")
-def _int_part(int_part, signed, offset, has_min, halves, pairs, tile, c, s, w0, w1, w2, w3, k0,
+def _int_part(int_part, signed, base_k, has_min, halves, pairs, tile, c, s, w0, w1, w2, w3, k0,
               k1, k2, k3, b, nb, ub, tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3):
     """Part c of block b of four rows (their block contexts k0 .. k3, or the group's tile
     ub = (U, AB, its first step)) into the accumulators of token tok0 (a) and, with pairs, tok1
@@ -442,13 +441,12 @@ def _int_part(int_part, signed, offset, has_min, halves, pairs, tile, c, s, w0, 
             o = 2 * s + h  # the 32-value block
             u0, A0, B0 = _tile_load(ub[0], ub[1], s - ub[2], 2 * h)
             u1, A1, B1 = _tile_load(ub[0], ub[1], s - ub[2], 2 * h + 1)
-            q, i0 = load_twice(tok0[0], o * 32), _int_base(signed, offset,
-                                                          load_twice(tok0[1], o * 8))
+            q, i0 = load_twice(tok0[0], o * 32), _int_base(base_k, load_twice(tok0[1], o * 8))
             xd, xs = load_twice(tok0[2], o * 8), load_twice(tok0[3], o * 8)
             a0 = _int_acc(signed, has_min, False, u0, A0, B0, q, i0, xd, xs, a0)
             a1 = _int_acc(signed, has_min, False, u1, A1, B1, q, i0, xd, xs, a1)
             if pairs:
-                q, i0 = load_twice(tok1[0], o * 32), _int_base(signed, offset,
+                q, i0 = load_twice(tok1[0], o * 32), _int_base(base_k,
                                                               load_twice(tok1[1], o * 8))
                 xd, xs = load_twice(tok1[2], o * 8), load_twice(tok1[3], o * 8)
                 b0 = _int_acc(signed, has_min, False, u0, A0, B0, q, i0, xd, xs, b0)
@@ -466,14 +464,14 @@ def _int_part(int_part, signed, offset, has_min, halves, pairs, tile, c, s, w0, 
         u3, A3, B3 = int_part(w3, b, k3, c, nb)
         u0, u1 = _as_unsigned(signed, u0), _as_unsigned(signed, u1)
         u2, u3 = _as_unsigned(signed, u2), _as_unsigned(signed, u3)
-    q, i0 = iload64(tok0[0], s * 64), _int_base(signed, offset, iload16(tok0[1], s * 16))
+    q, i0 = iload64(tok0[0], s * 64), _int_base(base_k, iload16(tok0[1], s * 16))
     xd, xs = vload_f32(tok0[2], s * 16), vload_f32(tok0[3], s * 16)
     a0 = _int_acc(signed, has_min, halves, u0, A0, B0, q, i0, xd, xs, a0)
     a1 = _int_acc(signed, has_min, halves, u1, A1, B1, q, i0, xd, xs, a1)
     a2 = _int_acc(signed, has_min, halves, u2, A2, B2, q, i0, xd, xs, a2)
     a3 = _int_acc(signed, has_min, halves, u3, A3, B3, q, i0, xd, xs, a3)
     if pairs:
-        q, i0 = iload64(tok1[0], s * 64), _int_base(signed, offset, iload16(tok1[1], s * 16))
+        q, i0 = iload64(tok1[0], s * 64), _int_base(base_k, iload16(tok1[1], s * 16))
         xd, xs = vload_f32(tok1[2], s * 16), vload_f32(tok1[3], s * 16)
         b0 = _int_acc(signed, has_min, halves, u0, A0, B0, q, i0, xd, xs, b0)
         b1 = _int_acc(signed, has_min, halves, u1, A1, B1, q, i0, xd, xs, b1)
@@ -498,11 +496,16 @@ def imatvec_tokens(w, X, out, scratch):
     n_steps = (cols + 63) // 64
     n_blocks = (n_steps + PARTS - 1) // PARTS
     Q = np.empty((n, n_steps * 64), np.int8)  # (n, cols_pad) quantized tokens
-    QS = np.empty((n, n_steps * 16), np.int32)  # (n, cols_pad / 4) sum of each 4 q
+    # (n, cols_pad / 4) -BASE_K * the sum of each 4 q: where every row's integer sum starts
+    QS = np.empty((n, n_steps * 16), np.int32)
     XD = np.empty((n, n_steps * 16), np.float32)  # (n, cols_pad / 4) block scale per lane
     XS = np.empty((n, n_steps * 16), np.float32)  # (n, cols_pad / 4) scale * sum of 4 q
     for t in prange(n):
         quantize_token(X[t], ACT_BLOCK, Q[t], QS[t], XD[t], XS[t])
+        if BASE_K != 0:
+            qs = QS[t]
+            for j in range(qs.shape[0]):
+                qs[j] *= -BASE_K
     ahead = PREFETCH_GROUPS * 4
     n_groups = (rows + 3) // 4
     n_parts = scratch.shape[0]
@@ -560,20 +563,20 @@ def imatvec_tokens(w, X, out, scratch):
                                 k2 = int_block(w2, b, nb)
                                 k3 = int_block(w3, b, nb)
                             a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                                int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, TILE, 0,
+                                int_part, SIGNED, BASE_K, HAS_MIN, HALVES, PAIRS, TILE, 0,
                                 b * PARTS, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub, tok0, tok1,
                                 a0, a1, a2, a3, b0, b1, b2, b3)
                             if PARTS == 4:  # written out: a constant part makes picks shuffles
                                 a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                                    int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, TILE, 1,
+                                    int_part, SIGNED, BASE_K, HAS_MIN, HALVES, PAIRS, TILE, 1,
                                     b * PARTS + 1, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub,
                                     tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3)
                                 a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                                    int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, TILE, 2,
+                                    int_part, SIGNED, BASE_K, HAS_MIN, HALVES, PAIRS, TILE, 2,
                                     b * PARTS + 2, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub,
                                     tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3)
                                 a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                                    int_part, SIGNED, OFFSET, HAS_MIN, HALVES, PAIRS, TILE, 3,
+                                    int_part, SIGNED, BASE_K, HAS_MIN, HALVES, PAIRS, TILE, 3,
                                     b * PARTS + 3, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub,
                                     tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3)
                         _store4(acc, t - t0, a0, a1, a2, a3)
@@ -607,6 +610,14 @@ def _bind(template, suffix: str, **names):
     return fn
 
 
+def _base_k(mod) -> int:
+    """The integer route's offset taken out of a type's sums (`_int_base`): the type's OFFSET,
+    or 128 for signed bytes flipped to unsigned (`_as_unsigned`); none on AVX2's sign trick."""
+    if getattr(mod, "SIGNED", False):
+        return 128 if SIGN_BY_OFFSET else 0
+    return getattr(mod, "OFFSET", 0)
+
+
 def build(mod) -> SimpleNamespace:
     dot4 = getattr(mod, "dot4_block", None) or _dot4_from_dequant(mod.dequant_block, mod.BLOCK)
     suffix = f"{mod.GGML_TYPE.name}_{_DIGEST}_{simd_int.ISA}"
@@ -636,7 +647,7 @@ def build(mod) -> SimpleNamespace:
     if simd_int.ISA != "none" and hasattr(mod, "int_part"):
         parts = mod.BLOCK // 64 if mod.BLOCK >= 64 else 1  # 32-value types: 2 blocks a part
         inames = dict(names, ACT_BLOCK=mod.ACT_BLOCK, SIGNED=getattr(mod, "SIGNED", False),
-                      OFFSET=getattr(mod, "OFFSET", 0), HAS_MIN=getattr(mod, "HAS_MIN", False),
+                      BASE_K=_base_k(mod), HAS_MIN=getattr(mod, "HAS_MIN", False),
                       PARTS=parts, HALVES=parts == 1,
                       BLOCK_BYTES=mod.TYPE_SIZE * parts * 64 // mod.BLOCK,
                       int_block=mod.int_block, int_part=mod.int_part)
