@@ -1,10 +1,11 @@
 """Where one decode step and one prefill spend their time, per kernel family.
 
-    python bench/profile_step.py [-m MODEL] [-p 512] [-n 20] [--integer]
+    python bench/profile_step.py [-m MODEL] [-p 512] [-n 20] [--integer] [--batch N]
 
 Wraps the kernels the transformer calls with timers (each call is timed whole, so the parallel
 regions' start-up is included), runs a prefill of -p random tokens and -n single-token decode
-steps, and prints milliseconds and shares. Python time between kernels is the remainder.
+steps, and prints milliseconds and shares. Python time between kernels is the remainder. With
+--batch N the decode steps take the next token of N sequences at once (each prefilled alone).
 """
 
 from __future__ import annotations
@@ -92,9 +93,10 @@ def main() -> None:
     ap.add_argument("-p", "--n-prompt", type=int, default=512)
     ap.add_argument("-n", "--n-steps", type=int, default=20)
     ap.add_argument("--integer", action="store_true", help="the integer route")
+    ap.add_argument("--batch", type=int, default=1, help="sequences per decode step")
     args = ap.parse_args()
     m = gguf_engine.load(args.model, n_ctx=args.n_prompt + args.n_steps + 1,
-                         exact=not args.integer)
+                         exact=not args.integer, n_seq=args.batch)
     net = m.net
     ids = np.random.default_rng(0).integers(0, m.n_vocab, args.n_prompt).tolist()
     net.forward(ids, 0)  # warm up: load every kernel from the cache
@@ -106,10 +108,18 @@ def main() -> None:
     report(f"prefill of {args.n_prompt} tokens", time.perf_counter() - t, 1)
     totals.clear()
     calls.clear()
+    seqs = list(range(args.batch))
+    for seq in seqs[1:]:
+        net.forward(ids, 0, seq=seq)
+    totals.clear()
+    calls.clear()
     t = time.perf_counter()
     for i in range(args.n_steps):
-        net.forward([ids[i]], args.n_prompt + i)
-    report("decode step", time.perf_counter() - t, args.n_steps)
+        if args.batch == 1:
+            net.forward([ids[i]], args.n_prompt + i)
+        else:
+            net.decode([ids[i]] * args.batch, seqs)
+    report(f"decode step of {args.batch} sequence(s)", time.perf_counter() - t, args.n_steps)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,9 @@ class CPUBackend:
         # (2, chunk, n_rot // 2) cosines and sines of the chunk's angles, per layer kind
         self.rope_cos = np.zeros((2, chunk, half), np.float32)
         self.rope_sin = np.zeros((2, chunk, half), np.float32)
-        self.scores = np.zeros((4 * numba.config.NUMBA_NUM_THREADS, n_ctx), np.float32)
+        # (parts * group, n_ctx) attention scores: a part takes the query heads of a KV head
+        group = cfg.n_heads // cfg.n_kv_heads
+        self.scores = np.zeros((group * numba.config.NUMBA_NUM_THREADS, n_ctx), np.float32)
         # (TILE_VALUES,) dequantized weight tiles (exact prefill); on the integer route the
         # staging of outputs bound for a column block (Linear.matvec)
         self.scratch = np.zeros(TILE_VALUES, np.float32)

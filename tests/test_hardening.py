@@ -111,7 +111,7 @@ def test_public_kernels_check_shapes_in_a_subprocess():
     lines = res.stdout.splitlines()
     assert len(lines) == 8 and not any("no error" in line for line in lines), res.stdout
     assert "do not fit the cache of 8 positions" in lines[0]
-    assert "scores must have at least 1 row of 6 values" in lines[1]
+    assert "scores must have at least 2 rows of 6 values" in lines[1]
     assert "rotate 80 dimensions but heads have 64" in lines[3]
     assert "out must have shape (4, 64)" in lines[4]
 

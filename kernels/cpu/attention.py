@@ -36,12 +36,14 @@ def attention(q, k_cache, v_cache, pos0, window, scale, scores, out, softcap=0.0
     k_cache, v_cache (n_kv_heads, n_ctx, head_dim): keys/values, filled up to the last query.
     window: a query at p sees keys at p - window + 1 .. p (llama.cpp's rule); 0 means no window.
     softcap > 0: each scaled score s becomes softcap * tanh(s / softcap) (Gemma 2).
-    scores (n_parts, >= pos0 + n_tokens) float32 scratch, one row per parallel part;
-    out (n_tokens, n_heads, head_dim). All float32, C-contiguous."""
+    scores (n_parts * group, >= pos0 + n_tokens) float32 scratch, `group` rows (the query heads
+    of a KV head) per parallel part; out (n_tokens, n_heads, head_dim). All float32,
+    C-contiguous."""
     n = _check(q, k_cache, v_cache, pos0, window, scale, softcap, out)
+    group = q.shape[1] // k_cache.shape[0]
     parts, width = checks.array("scores", scores, (None, None), contiguous=True).shape
-    if parts < 1 or width < pos0 + n:
-        raise ValueError(f"scores must have at least 1 row of {pos0 + n} values, got "
+    if parts < group or width < pos0 + n:
+        raise ValueError(f"scores must have at least {group} rows of {pos0 + n} values, got "
                          f"{scores.shape}")
     checks.writable("scores", scores, q, k_cache, v_cache, out)
     attention_kernel(q, k_cache[None], v_cache[None], np.zeros(n, np.int64),
@@ -49,85 +51,149 @@ def attention(q, k_cache, v_cache, pos0, window, scale, scores, out, softcap=0.0
                      scores, out, np.float32(softcap))
 
 
+# Keys taken at a time: their keys and values (KEY_BLOCK * head_dim floats each) stay in L1
+# while every query head of the group reads them, instead of coming from L2 once per head.
+KEY_BLOCK = 8
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def attention_kernel(q, k_cache, v_cache, seqs, positions, window, scale, scores, out,
                      softcap):
     """`attention` without the checks, for rows of any sequences: query row t belongs to slot
     seqs[t] of k_cache, v_cache (n_seq, n_kv_heads, n_ctx, head_dim) and sits at positions[t].
-    Each (row, head) is computed alone, the same way whatever the other rows are."""
+    A part takes a row's query heads that share a KV head together; each (row, head) is
+    computed alone, the same way whatever the other rows are."""
     n_tokens, n_heads, head_dim = q.shape
-    group = n_heads // k_cache.shape[1]
-    n_items = n_tokens * n_heads
-    n_parts = min(scores.shape[0], n_items)
+    n_kv = k_cache.shape[1]
+    group = n_heads // n_kv
+    n_items = n_tokens * n_kv
+    n_parts = min(scores.shape[0] // group, n_items)
     for part in prange(n_parts):
-        sc = scores[part]
+        sc = scores[part * group:(part + 1) * group]  # (group, width) one row per head
         # interleaved, so the long rows of late causal queries spread over the parts
-        for th in range(part, n_items, n_parts):
-            _attend_one(q, k_cache, v_cache, seqs, positions, window, scale, softcap, sc, out,
-                        th, n_heads, group)
+        for item in range(part, n_items, n_parts):
+            _attend_group(q, k_cache, v_cache, seqs, positions, window, scale, softcap, sc, out,
+                          item // n_kv, item % n_kv, group)
 
 
 @njit(inline="always")
-def _attend_one(q, k_cache, v_cache, seqs, positions, window, scale, softcap, sc, out, th,
-                n_heads, group):
+def _dot_rest(qv, keys, kj, vec_dim, head_dim, s):
+    """s plus the dimensions past the last whole vector of one key's dot product."""
+    for d in range(vec_dim, head_dim):
+        s += qv[d] * keys[kj + d]
+    return s
+
+
+@njit(inline="always")
+def _attend_group(q, k_cache, v_cache, seqs, positions, window, scale, softcap, sc, out, t, kv,
+                  group):
+    """Row t's query heads kv * group .. of KV head kv. A head's scores and sums keep one order
+    (each key's dot product over the dimensions in vectors, then the keys in order), a block of
+    KEY_BLOCK keys at a time for every head of the group."""
     head_dim = q.shape[2]
-    t = th // n_heads
-    h = th % n_heads
-    kv = h // group
     p = positions[t]
     lo = 0
     if window > 0 and p - window + 1 > 0:
         lo = p - window + 1
     # one flat view per item, indexed by offset: a view per key would touch the cache's
     # shared reference count from every thread
-    qv = q[t, h]
     keys = k_cache[seqs[t], kv].reshape(-1)  # (n_ctx * head_dim,)
     vals = v_cache[seqs[t], kv].reshape(-1)
-    o = out[t, h]
     vec_dim = head_dim - head_dim % LANES
-    m = -np.inf
-    for j in range(lo, p + 1):
-        kj = j * head_dim
-        acc = vzero()
+    h0 = kv * group
+    for j0 in range(lo, p + 1, KEY_BLOCK):
+        j1 = min(j0 + KEY_BLOCK, p + 1)
+        for g in range(group):
+            qv = q[t, h0 + g]
+            sg = sc[g]
+            j = j0
+            if j1 - j0 == 4 * 2:  # eight keys side by side: eight independent chains
+                kj = j0 * head_dim
+                a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = vzero()
+                for d in range(0, vec_dim, LANES):
+                    qd = vload_f32(qv, d)
+                    a0 = vfma(qd, vload_f32(keys, kj + d), a0)
+                    a1 = vfma(qd, vload_f32(keys, kj + head_dim + d), a1)
+                    a2 = vfma(qd, vload_f32(keys, kj + 2 * head_dim + d), a2)
+                    a3 = vfma(qd, vload_f32(keys, kj + 3 * head_dim + d), a3)
+                    a4 = vfma(qd, vload_f32(keys, kj + 4 * head_dim + d), a4)
+                    a5 = vfma(qd, vload_f32(keys, kj + 5 * head_dim + d), a5)
+                    a6 = vfma(qd, vload_f32(keys, kj + 6 * head_dim + d), a6)
+                    a7 = vfma(qd, vload_f32(keys, kj + 7 * head_dim + d), a7)
+                sg[j0] = _dot_rest(qv, keys, kj, vec_dim, head_dim, vsum(a0))
+                sg[j0 + 1] = _dot_rest(qv, keys, kj + head_dim, vec_dim, head_dim, vsum(a1))
+                sg[j0 + 2] = _dot_rest(qv, keys, kj + 2 * head_dim, vec_dim, head_dim, vsum(a2))
+                sg[j0 + 3] = _dot_rest(qv, keys, kj + 3 * head_dim, vec_dim, head_dim, vsum(a3))
+                sg[j0 + 4] = _dot_rest(qv, keys, kj + 4 * head_dim, vec_dim, head_dim, vsum(a4))
+                sg[j0 + 5] = _dot_rest(qv, keys, kj + 5 * head_dim, vec_dim, head_dim, vsum(a5))
+                sg[j0 + 6] = _dot_rest(qv, keys, kj + 6 * head_dim, vec_dim, head_dim, vsum(a6))
+                sg[j0 + 7] = _dot_rest(qv, keys, kj + 7 * head_dim, vec_dim, head_dim, vsum(a7))
+                j = j1
+            while j < j1:
+                kj = j * head_dim
+                acc = vzero()
+                for d in range(0, vec_dim, LANES):
+                    acc = vfma(vload_f32(qv, d), vload_f32(keys, kj + d), acc)
+                sg[j] = _dot_rest(qv, keys, kj, vec_dim, head_dim, vsum(acc))
+                j += 1
+            for j in range(j0, j1):
+                s = sg[j] * scale
+                if softcap > 0:
+                    s = softcap * np.tanh(s / softcap)
+                sg[j] = s
+    invs = np.empty(group, np.float32)  # (group,) 1 / each head's sum of exponentials
+    for g in range(group):
+        sg = sc[g]
+        m = -np.inf
+        for j in range(lo, p + 1):
+            m = max(m, sg[j])
+        total = np.float32(0.0)
+        for j in range(lo, p + 1):
+            e = np.exp(sg[j] - m)
+            sg[j] = e
+            total += e
+        invs[g] = np.float32(1.0) / total
+        out[t, h0 + g] = 0.0
+    # each output dimension's sum over the keys in order, continued from out a block at a time
+    for j0 in range(lo, p + 1, KEY_BLOCK):
+        j1 = min(j0 + KEY_BLOCK, p + 1)
+        for g in range(group):
+            o = out[t, h0 + g]
+            sg = sc[g]
+            if j1 - j0 == 4 * 2:  # the block's weights splat once for every dimension
+                vj = j0 * head_dim
+                w0, w1, w2, w3 = vsplat(sg[j0]), vsplat(sg[j0 + 1]), vsplat(sg[j0 + 2]), \
+                    vsplat(sg[j0 + 3])
+                w4, w5, w6, w7 = vsplat(sg[j0 + 4]), vsplat(sg[j0 + 5]), vsplat(sg[j0 + 6]), \
+                    vsplat(sg[j0 + 7])
+                for d in range(0, vec_dim, LANES):
+                    acc = vfma(w0, vload_f32(vals, vj + d), vload_f32(o, d))
+                    acc = vfma(w1, vload_f32(vals, vj + head_dim + d), acc)
+                    acc = vfma(w2, vload_f32(vals, vj + 2 * head_dim + d), acc)
+                    acc = vfma(w3, vload_f32(vals, vj + 3 * head_dim + d), acc)
+                    acc = vfma(w4, vload_f32(vals, vj + 4 * head_dim + d), acc)
+                    acc = vfma(w5, vload_f32(vals, vj + 5 * head_dim + d), acc)
+                    acc = vfma(w6, vload_f32(vals, vj + 6 * head_dim + d), acc)
+                    acc = vfma(w7, vload_f32(vals, vj + 7 * head_dim + d), acc)
+                    vstore_f32(o, d, acc)
+            else:
+                for d in range(0, vec_dim, LANES):
+                    acc = vload_f32(o, d)
+                    for j in range(j0, j1):
+                        acc = vfma(vsplat(sg[j]), vload_f32(vals, j * head_dim + d), acc)
+                    vstore_f32(o, d, acc)
+            for e in range(vec_dim, head_dim):
+                acc1 = o[e]
+                for j in range(j0, j1):
+                    acc1 += sg[j] * vals[j * head_dim + e]
+                o[e] = acc1
+    for g in range(group):
+        o = out[t, h0 + g]
+        iv = vsplat(invs[g])
         for d in range(0, vec_dim, LANES):
-            acc = vfma(vload_f32(qv, d), vload_f32(keys, kj + d), acc)
-        s = vsum(acc)
-        for d in range(vec_dim, head_dim):
-            s += qv[d] * keys[kj + d]
-        s *= scale
-        if softcap > 0:
-            s = softcap * np.tanh(s / softcap)
-        sc[j] = s
-        if s > m:
-            m = s
-    total = np.float32(0.0)
-    for j in range(lo, p + 1):
-        e = np.exp(sc[j] - m)
-        sc[j] = e
-        total += e
-    inv = np.float32(1.0) / total
-    # 4 x LANES output dimensions at a time, each a vector accumulator over the keys
-    d = 0
-    while d + 4 * LANES <= vec_dim:
-        a0 = a1 = a2 = a3 = vzero()
-        for j in range(lo, p + 1):
-            w = vsplat(sc[j])
-            vj = j * head_dim + d
-            a0 = vfma(w, vload_f32(vals, vj), a0)
-            a1 = vfma(w, vload_f32(vals, vj + LANES), a1)
-            a2 = vfma(w, vload_f32(vals, vj + 2 * LANES), a2)
-            a3 = vfma(w, vload_f32(vals, vj + 3 * LANES), a3)
-        iv = vsplat(inv)
-        vstore_f32(o, d, vmul(a0, iv))
-        vstore_f32(o, d + LANES, vmul(a1, iv))
-        vstore_f32(o, d + 2 * LANES, vmul(a2, iv))
-        vstore_f32(o, d + 3 * LANES, vmul(a3, iv))
-        d += 4 * LANES
-    for e in range(d, head_dim):
-        acc1 = np.float32(0.0)
-        for j in range(lo, p + 1):
-            acc1 += sc[j] * vals[j * head_dim + e]
-        o[e] = acc1 * inv
+            vstore_f32(o, d, vmul(vload_f32(o, d), iv))
+        for e in range(vec_dim, head_dim):
+            o[e] = o[e] * invs[g]
 
 
 @njit(cache=True)
