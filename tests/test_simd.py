@@ -6,6 +6,7 @@ from gguf_engine.kernels.cpu.simd import (
     half_bits,
     load_half,
     vadd,
+    vexp,
     vfma,
     vlane,
     vload_bf16,
@@ -22,6 +23,7 @@ from gguf_engine.kernels.cpu.simd import (
     vstore_f32,
     vsub,
     vsum,
+    vsum8,
     vzero,
 )
 from numba import njit
@@ -118,3 +120,40 @@ def test_lane_splats_and_k_quant_scales():
     np.testing.assert_array_equal(out[:16], np.full(16, f[5]))
     np.testing.assert_array_equal(out[16:32], [1.5] * 8 + [-2.0] * 8)
     np.testing.assert_array_equal(out[48:].reshape(LANES, 16), np.repeat(f[:, None], 16, 1))
+
+
+@njit(fastmath=True)  # as attention calls it: its rounding must survive reassociation
+def _exps(x, out):
+    for i in range(0, x.shape[0], LANES):
+        vstore_f32(out, i, vexp(vload_f32(x, i)))
+
+
+def test_vexp_against_float64():
+    x = np.concatenate([np.linspace(-87.0, 88.0, 4000 * LANES),
+                        rng.uniform(-20, 0, 63 * LANES)]).astype(np.float32)
+    out = np.empty_like(x)
+    _exps(x, out)
+    ref = np.exp(x.astype(np.float64))
+    assert (np.abs(out - ref) / ref).max() < 3e-7  # about 2 ulp
+    edges = np.array([0.0, -0.0, np.nan, -np.inf, -1e4, 1e4] + [1.0] * 10, np.float32)
+    _exps(edges, out[:LANES])
+    assert out[0] == 1.0 and out[1] == 1.0 and np.isnan(out[2])
+    # clamped where 2^n leaves the normal floats: underflow to the smallest, not 0 or garbage
+    assert 0 < out[3] == out[4] < 2e-38 and 1e38 < out[5] < np.inf
+
+
+@njit
+def _half_sums(v, out):
+    out[0] = vsum8(vload_f32(v, 0), 0)
+    out[1] = vsum8(vload_f32(v, 0), 1)
+    out[2] = vsum(vload_f32(v, 16))
+
+
+def test_vsum8_sums_a_half_as_vsum_sums_eight_lanes():
+    v = rng.standard_normal(32).astype(np.float32)
+    v[24:] = 0  # the second vector: lanes 0-7 of the first's high half, zeros above
+    v[16:24] = v[8:16]
+    out = np.empty(3, np.float32)
+    _half_sums(v, out)
+    assert out[1] == out[2]  # the same tree, bit for bit
+    assert abs(out[0] - v[:8].astype(np.float64).sum()) < 1e-5

@@ -6,7 +6,18 @@ from numba import njit, prange
 
 from .. import checks
 from .flags import FASTMATH
-from .simd import LANES, vfma, vload_f32, vmul, vsplat, vstore_f32, vsum, vzero
+from .simd import (
+    LANES,
+    vexp,
+    vfma,
+    vload_f32,
+    vmul,
+    vsplat,
+    vstore_f32,
+    vsub,
+    vsum,
+    vzero,
+)
 
 
 def _check(q, k_cache, v_cache, pos0, window, scale, softcap, out):
@@ -76,6 +87,39 @@ def attention_kernel(q, k_cache, v_cache, seqs, positions, window, scale, scores
                           item // n_kv, item % n_kv, group)
 
 
+@njit(cache=True)
+def _softmax(s, lo, end):
+    """s[lo:end] = softmax(s[lo:end]) in place, as ggml's soft_max does it on AVX-512: 16
+    exponentials at a time (`vexp`, ggml's polynomial) each summed as a tree and added into a
+    float64 total, the last few through libm, then every value times 1 / total. A function of
+    its own, not fast-math whatever its caller's flags."""
+    m = -np.inf
+    for j in range(lo, end):
+        m = max(m, s[j])
+    mv = vsplat(m)
+    total = 0.0
+    j = lo
+    while j + LANES <= end:
+        e = vexp(vsub(vload_f32(s, j), mv))
+        vstore_f32(s, j, e)
+        total += vsum(e)
+        j += LANES
+    while j < end:
+        e = np.exp(np.float32(s[j] - m))
+        s[j] = e
+        total += e
+        j += 1
+    inv = np.float32(1.0 / total)
+    iv = vsplat(inv)
+    j = lo
+    while j + LANES <= end:
+        vstore_f32(s, j, vmul(vload_f32(s, j), iv))
+        j += LANES
+    while j < end:
+        s[j] *= inv
+        j += 1
+
+
 @njit(inline="always")
 def _dot_rest(qv, keys, kj, vec_dim, head_dim, s):
     """s plus the dimensions past the last whole vector of one key's dot product."""
@@ -141,18 +185,8 @@ def _attend_group(q, k_cache, v_cache, seqs, positions, window, scale, softcap, 
                 if softcap > 0:
                     s = softcap * np.tanh(s / softcap)
                 sg[j] = s
-    invs = np.empty(group, np.float32)  # (group,) 1 / each head's sum of exponentials
     for g in range(group):
-        sg = sc[g]
-        m = -np.inf
-        for j in range(lo, p + 1):
-            m = max(m, sg[j])
-        total = np.float32(0.0)
-        for j in range(lo, p + 1):
-            e = np.exp(sg[j] - m)
-            sg[j] = e
-            total += e
-        invs[g] = np.float32(1.0) / total
+        _softmax(sc[g], lo, p + 1)
         out[t, h0 + g] = 0.0
     # each output dimension's sum over the keys in order, continued from out a block at a time
     for j0 in range(lo, p + 1, KEY_BLOCK):
@@ -187,13 +221,6 @@ def _attend_group(q, k_cache, v_cache, seqs, positions, window, scale, softcap, 
                 for j in range(j0, j1):
                     acc1 += sg[j] * vals[j * head_dim + e]
                 o[e] = acc1
-    for g in range(group):
-        o = out[t, h0 + g]
-        iv = vsplat(invs[g])
-        for d in range(0, vec_dim, LANES):
-            vstore_f32(o, d, vmul(vload_f32(o, d), iv))
-        for e in range(vec_dim, head_dim):
-            o[e] = o[e] * invs[g]
 
 
 @njit(cache=True)

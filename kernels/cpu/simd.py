@@ -128,6 +128,48 @@ def _tree_sum(builder, v, n: int):
     return builder.extract_element(v, ir.Constant(_I32, 0))
 
 
+def _f32s(values):
+    return ir.Constant(_VF32, [float(v) for v in values])
+
+
+@intrinsic
+def vexp(typingctx, x):
+    """e^x lane by lane, ggml's `ggml_v_expf` polynomial (within about 2 ulp; x clamped to
+    [-87.3, 88.3], where 2^n stays a normal float; NaN stays NaN): what softmax needs, 16 at
+    a time instead of one libm call per score. Built from llvm.fma and llvm.roundeven, which
+    a caller's fast-math flags cannot reassociate."""
+    if not _is_vec(x):
+        return None
+
+    def codegen(context, builder, sig, args):
+        def c(v):
+            return _f32s([float.fromhex(v) if isinstance(v, str) else v] * LANES)
+
+        def call(name, *vs):
+            fn = cgutils.get_or_insert_function(builder.module,
+                                                ir.FunctionType(_VF32, [_VF32] * len(vs)), name)
+            return builder.call(fn, list(vs))
+
+        def fma(a, b, d):
+            return call("llvm.fma.v16f32", a, b, d)
+
+        x = args[0]
+        x = builder.select(builder.fcmp_ordered("<", x, c(-87.3)), c(-87.3), x)
+        x = builder.select(builder.fcmp_ordered(">", x, c(88.3)), c(88.3), x)
+        n = call("llvm.roundeven.v16f32", builder.fmul(x, c("0x1.715476p+0")))  # x / ln 2
+        b = fma(n, c("-0x1.62e4p-1"), x)  # x - n ln 2, in two parts (Cody and Waite)
+        b = fma(n, c("-0x1.7f7d1cp-20"), b)
+        e = builder.shl(builder.fptosi(n, _VI32), _splat(builder, ir.Constant(_I32, 23), _VI32))
+        k = builder.bitcast(builder.add(e, builder.bitcast(c(1.0), _VI32)), _VF32)  # 2^n
+        u = builder.fmul(b, b)
+        j = fma(fma(fma(c("0x1.0e4020p-7"), b, c("0x1.573e2ep-5")), u,
+                    fma(c("0x1.555e66p-3"), b, c("0x1.fffdb6p-2"))),
+                u, builder.fmul(c("0x1.ffffecp-1"), b))
+        return fma(j, k, k)
+
+    return f32x16(x), codegen
+
+
 @intrinsic
 def vsum(typingctx, a):
     """The sum of the lanes, as a pairwise tree (float32)."""
@@ -444,6 +486,7 @@ __all__ = [
     "vsplat2",
     "vstore_f32",
     "vsub",
+    "vexp",
     "vsum",
     "vsum8",
     "vzero",
