@@ -106,8 +106,6 @@ def main() -> None:
     t = time.perf_counter()
     net.forward(ids, 0)
     report(f"prefill of {args.n_prompt} tokens", time.perf_counter() - t, 1)
-    totals.clear()
-    calls.clear()
     seqs = list(range(args.batch))
     for seq in seqs[1:]:
         net.forward(ids, 0, seq=seq)

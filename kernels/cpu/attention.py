@@ -151,7 +151,7 @@ def _attend_group(q, k_cache, v_cache, seqs, positions, window, scale, softcap, 
             qv = q[t, h0 + g]
             sg = sc[g]
             j = j0
-            if j1 - j0 == 4 * 2:  # eight keys side by side: eight independent chains
+            if j1 - j0 == 8:  # eight keys side by side (written out): eight chains
                 kj = j0 * head_dim
                 a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = vzero()
                 for d in range(0, vec_dim, LANES):
@@ -194,7 +194,7 @@ def _attend_group(q, k_cache, v_cache, seqs, positions, window, scale, softcap, 
         for g in range(group):
             o = out[t, h0 + g]
             sg = sc[g]
-            if j1 - j0 == 4 * 2:  # the block's weights splat once for every dimension
+            if j1 - j0 == 8:  # eight keys written out: their weights splat once
                 vj = j0 * head_dim
                 w0, w1, w2, w3 = vsplat(sg[j0]), vsplat(sg[j0 + 1]), vsplat(sg[j0 + 2]), \
                     vsplat(sg[j0 + 3])

@@ -33,9 +33,9 @@ from .simd_int import (
     iflip,
     iload16,
     iload64,
-    ineg_times,
     istore64,
     itof,
+    izero,
     load_twice,
     store_half,
     vhi8,
@@ -332,7 +332,7 @@ def _int_base(base_k, v):
     """A token step's start of every row's integer sum, v = -BASE_K * sum(q) (`imatvec_tokens`
     makes it once per token): zeros where there is no offset."""
     if base_k == 0:
-        return ineg_times(v, 0)  # folds to zeros, and the load goes
+        return izero()  # and the load goes
     return v
 
 

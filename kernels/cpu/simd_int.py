@@ -304,20 +304,13 @@ def iload16(typingctx, arr, i):
 
 
 @intrinsic
-def ineg_times(typingctx, b, k):
-    """-k * b in int32 lanes (k a scalar integer): an offset taken out in integers, as the
-    start of `idot`'s sum."""
-    if not (isinstance(b, I32x16) and isinstance(k, types.Integer)):
-        return None
+def izero(typingctx):
+    """Sixteen int32 zeros: `idot`'s start where nothing is taken out."""
 
     def codegen(context, builder, sig, args):
-        k = builder.trunc(context.cast(builder, args[1], sig.args[1], types.int64), _I32)
-        kv = builder.insert_element(ir.Constant(_V16I32, ir.Undefined), k, ir.Constant(_I32, 0))
-        kv = builder.shuffle_vector(kv, ir.Constant(_V16I32, ir.Undefined),
-                                    ir.Constant(_V16I32, [0] * LANES))
-        return builder.sub(ir.Constant(_V16I32, [0] * LANES), builder.mul(args[0], kv))
+        return ir.Constant(_V16I32, [0] * LANES)
 
-    return i32x16(b, k), codegen
+    return i32x16(), codegen
 
 
 @intrinsic
@@ -356,10 +349,8 @@ vhi8 = _half8(1)
 
 def _half_of(builder, v, n: int, h):
     """Half h (an i32: 0 low, 1 high; constant after inlining) of the n-lane vector v."""
-    lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n // 2), list(range(n // 2))))
-    hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n // 2),
-                                                  list(range(n // 2, n))))
-    return builder.select(builder.icmp_signed("!=", h, ir.Constant(_I32, 0)), hi, lo)
+    return builder.select(builder.icmp_signed("!=", h, ir.Constant(_I32, 0)),
+                          _half(builder, v, 1, n // 2), _half(builder, v, 0, n // 2))
 
 
 # (dtype, vector type, element) of what `load_twice` and `store_half` move
@@ -525,9 +516,9 @@ __all__ = [
     "iload16",
     "iload64",
     "istore64",
-    "ineg_times",
-    "load_twice",
     "itof",
+    "izero",
+    "load_twice",
     "round_half",
     "store_half",
     "vload_q3k_scales",
