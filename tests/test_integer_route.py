@@ -96,7 +96,7 @@ def test_integer_matvec_matches_float64_on_quantized_activations(t):
 
 
 @needs_int
-@pytest.mark.parametrize("t", [T.Q4_K, T.Q5_0, T.Q8_0], ids=lambda t: t.name)
+@pytest.mark.parametrize("t", [T.Q4_K, T.Q6_K, T.Q5_0, T.Q8_0], ids=lambda t: t.name)
 def test_tiles_over_token_and_step_chunks(t):
     """Past TOKEN_CHUNK tokens and TILE_STEPS steps the tile is unpacked again for the next
     tokens and read a chunk of steps at a time, the sums continuing from memory: each token

@@ -50,7 +50,6 @@ from .simd_int import (
     vhi8,
     vlo8,
     vrows_one,
-    vrows_two,
     vtokens_two,
 )
 
@@ -634,7 +633,7 @@ def _ktile_step(U, SC, o, qa, qb, qo, i0, i1, i2, i3, j0, j1, j2, j3):
 def _kunpack(kblock, kpart, w, b, bl, k, U, SC, MN, DW):
     """Row k's block b into slot bl of the group's tile: each step's bytes and lane scales (steps
     written out: a constant c folds), the mins into MN (four int32 a row, rows in order), d and
-    dmin into DW (four rows' d, then their dmin)."""
+    dmin into DW (four rows' d twice, then their dmin twice)."""
     sc, mn, d, dmin = kblock(w, b)
     for c in (0, 1, 2, 3):
         u, S = kpart(w, b, sc, c)
@@ -642,8 +641,9 @@ def _kunpack(kblock, kpart, w, b, bl, k, U, SC, MN, DW):
         istore(U, o * 64, u)
         istore(SC, o * LANES, S)
     istore(MN, bl * 16 + 4 * k, mn)  # lanes 4-15 (zeros) land where the next rows go
-    DW[bl * 8 + k] = d
-    DW[bl * 8 + 4 + k] = dmin
+    for h in (0, 4):  # `_kblock_two`'s lanes: d for each token, then dmin for each
+        DW[bl * 16 + h + k] = d
+        DW[bl * 16 + 8 + h + k] = dmin
 
 
 def kmatvec_tokens(w, X, out, scratch):
@@ -679,7 +679,7 @@ def kmatvec_tokens(w, X, out, scratch):
         U = np.empty(tiles * 16 * 64, np.int8)  # (chunk, 4 steps, 4 rows, 64) weight bytes
         SC = np.empty(tiles * 16 * LANES, np.int32)  # (chunk, 4 steps, 4 rows, LANES) scales
         MN = np.empty(tiles * 16 + 12, np.int32)  # (chunk, 4 rows, 4) mins as int16 pairs
-        DW = np.empty(tiles * 8, np.float32)  # (chunk, 2, 4 rows) d, then dmin
+        DW = np.empty(tiles * 16, np.float32)  # (chunk, 2, 2, 4 rows) d, d, dmin, dmin
         acc = np.empty((min(n, TOKEN_CHUNK) + 1) // 2 * LANES, np.float32)  # a vector a pair
         for t0 in range(0, n, TOKEN_CHUNK if TILE else n):
             t1 = min(n, t0 + TOKEN_CHUNK) if TILE else n
@@ -745,10 +745,7 @@ def _kblock_two(U, SC, MN, DW, b, bl, qa, qb, sa, sb, dxa, dxb, a):
     ma = ipairs_times(mins, iload4_x4(sa, b * 4))
     mb = ipairs_times(mins, iload4_x4(sb, b * 4))
     isum = imerge2(imerge4(ia, ib), imerge4(ma, mb))
-    o = bl * 8
-    dw = vrows_two(DW[o], DW[o + 1], DW[o + 2], DW[o + 3], DW[o + 4], DW[o + 5], DW[o + 6],
-                   DW[o + 7])
-    return vfma(itof(isum), vmul(dw, vtokens_two(dxa, dxb)), a)
+    return vfma(itof(isum), vmul(vload_f32(DW, bl * 16), vtokens_two(dxa, dxb)), a)
 
 
 @njit(inline="always")

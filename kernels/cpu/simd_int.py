@@ -566,8 +566,11 @@ def ipairs_times(typingctx, a, b):
 def idot_scaled(typingctx, acc, u, s, scale):
     """acc + scale * (u . s) in int32 lanes of four: unsigned weight bytes u (below 128),
     signed activations s, each lane's scale in both of its halves (`ik_scales`, `ipair`):
-    vpmaddubsw's int16 pairs, then vpdpwssd (vpmaddwd and an add on AVX2), llama.cpp's
-    integer order. Exact while a pair of products fits int16 (u * 127 * 2 < 32768)."""
+    vpmaddubsw's int16 pairs, then vpdpwssds (vpmaddwd and an add on AVX2), llama.cpp's
+    integer order. Exact while a pair of products fits int16 (u * 127 * 2 < 32768). The
+    saturating form because LLVM's machine combiner splits most plain vpdpwssd back into
+    vpmaddwd + vpaddd (a shorter chain, a quarter more instructions) and leaves this one
+    alone; a K-quant block's sums stay far below 2^31, so it never saturates."""
     if not (isinstance(acc, I32x16) and isinstance(u, I8x64) and isinstance(s, I8x64)
             and isinstance(scale, I32x16)):
         return None
@@ -577,7 +580,7 @@ def idot_scaled(typingctx, acc, u, s, scale):
         if ISA == "avx512vnni":
             pairs = _call(builder, "llvm.x86.avx512.pmaddubs.w.512", ir.VectorType(_I16, 32),
                           [u, s])
-            return _call(builder, "llvm.x86.avx512.vpdpwssd.512", _V16I32,
+            return _call(builder, "llvm.x86.avx512.vpdpwssds.512", _V16I32,
                          [acc, builder.bitcast(pairs, _V16I32), scale])
         v16i16 = ir.VectorType(_I16, 16)
         pairs = [builder.bitcast(_call(builder, "llvm.x86.avx2.pmadd.ub.sw", v16i16,
@@ -675,10 +678,9 @@ def _float_pattern(pattern):
 
 
 # the float sides of `imerge2`'s two layouts: four rows' d (s0-s3) and dmin (s4-s7) against one
-# token (lanes 0-3 d, 4-7 dmin), or two (d for each token, then dmin for each); and two tokens'
-# activation scales (s0, s1) where the two-token layout has them
+# token (lanes 0-3 d, 4-7 dmin); two tokens' activation scales (s0, s1) where the two-token
+# layout (d for each token, then dmin for each) has them
 vrows_one = _float_pattern([0, 1, 2, 3, 4, 5, 6, 7] * 2)
-vrows_two = _float_pattern([0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7])
 vtokens_two = _float_pattern([0] * 4 + [1] * 4 + [0] * 4 + [1] * 4)
 
 
@@ -730,6 +732,5 @@ __all__ = [
     "vlo8",
     "vhi8",
     "vrows_one",
-    "vrows_two",
     "vtokens_two",
 ]
