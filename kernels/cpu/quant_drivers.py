@@ -50,7 +50,7 @@ from .simd_int import (
     vhi8,
     vlo8,
     vrows_one,
-    vtokens_two,
+    vtokens_four,
 )
 
 # The rows of the group this many groups ahead are prefetched while a group is computed, every
@@ -613,27 +613,31 @@ def imatvec_tokens(w, X, out, scratch):
 
 @njit(inline="always")
 def _kstep4(u0, u1, u2, u3, S0, S1, S2, S3, q, i0, i1, i2, i3):
+    """Four rows' sums + one step of the rows against one token's q."""
     return (idot_scaled(i0, u0, q, S0), idot_scaled(i1, u1, q, S1),
             idot_scaled(i2, u2, q, S2), idot_scaled(i3, u3, q, S3))
 
 
 @njit(inline="always")
-def _ktile_step(U, SC, o, qa, qb, qo, i0, i1, i2, i3, j0, j1, j2, j3):
-    """One step (tile slot o) of four rows into tokens a (i) and b (j)."""
+def _ktile_step(U, SC, o, q0, q1, q2, q3, qo, i0, i1, i2, i3, j0, j1, j2, j3, k0, k1, k2, k3,
+                m0, m1, m2, m3):
+    """One step (tile slot o) of four rows into the sums of four tokens (i, j, k, m)."""
     u0, u1 = iload64(U, o * 64), iload64(U, (o + 1) * 64)
     u2, u3 = iload64(U, (o + 2) * 64), iload64(U, (o + 3) * 64)
     S0, S1 = iload16(SC, o * LANES), iload16(SC, (o + 1) * LANES)
     S2, S3 = iload16(SC, (o + 2) * LANES), iload16(SC, (o + 3) * LANES)
-    i0, i1, i2, i3 = _kstep4(u0, u1, u2, u3, S0, S1, S2, S3, iload64(qa, qo), i0, i1, i2, i3)
-    j0, j1, j2, j3 = _kstep4(u0, u1, u2, u3, S0, S1, S2, S3, iload64(qb, qo), j0, j1, j2, j3)
-    return i0, i1, i2, i3, j0, j1, j2, j3
+    i0, i1, i2, i3 = _kstep4(u0, u1, u2, u3, S0, S1, S2, S3, iload64(q0, qo), i0, i1, i2, i3)
+    j0, j1, j2, j3 = _kstep4(u0, u1, u2, u3, S0, S1, S2, S3, iload64(q1, qo), j0, j1, j2, j3)
+    k0, k1, k2, k3 = _kstep4(u0, u1, u2, u3, S0, S1, S2, S3, iload64(q2, qo), k0, k1, k2, k3)
+    m0, m1, m2, m3 = _kstep4(u0, u1, u2, u3, S0, S1, S2, S3, iload64(q3, qo), m0, m1, m2, m3)
+    return i0, i1, i2, i3, j0, j1, j2, j3, k0, k1, k2, k3, m0, m1, m2, m3
 
 
 @njit(inline="always")
 def _kunpack(kblock, kpart, w, b, bl, k, U, SC, MN, DW):
     """Row k's block b into slot bl of the group's tile: each step's bytes and lane scales (steps
     written out: a constant c folds), the mins into MN (four int32 a row, rows in order), d and
-    dmin into DW (four rows' d twice, then their dmin twice)."""
+    dmin into DW (four rows' d four times, then their dmin four times)."""
     sc, mn, d, dmin = kblock(w, b)
     for c in (0, 1, 2, 3):
         u, S = kpart(w, b, sc, c)
@@ -641,9 +645,9 @@ def _kunpack(kblock, kpart, w, b, bl, k, U, SC, MN, DW):
         istore(U, o * 64, u)
         istore(SC, o * LANES, S)
     istore(MN, bl * 16 + 4 * k, mn)  # lanes 4-15 (zeros) land where the next rows go
-    for h in (0, 4):  # `_kblock_two`'s lanes: d for each token, then dmin for each
-        DW[bl * 16 + h + k] = d
-        DW[bl * 16 + 8 + h + k] = dmin
+    for h in (0, 4, 8, 12):  # `_kblock_four`'s lanes: row k of each of four tokens
+        DW[bl * 32 + h + k] = d
+        DW[bl * 32 + 16 + h + k] = dmin
 
 
 def kmatvec_tokens(w, X, out, scratch):
@@ -679,8 +683,9 @@ def kmatvec_tokens(w, X, out, scratch):
         U = np.empty(tiles * 16 * 64, np.int8)  # (chunk, 4 steps, 4 rows, 64) weight bytes
         SC = np.empty(tiles * 16 * LANES, np.int32)  # (chunk, 4 steps, 4 rows, LANES) scales
         MN = np.empty(tiles * 16 + 12, np.int32)  # (chunk, 4 rows, 4) mins as int16 pairs
-        DW = np.empty(tiles * 16, np.float32)  # (chunk, 2, 2, 4 rows) d, d, dmin, dmin
-        acc = np.empty((min(n, TOKEN_CHUNK) + 1) // 2 * LANES, np.float32)  # a vector a pair
+        DW = np.empty(tiles * 32, np.float32)  # (chunk, 2, 4, 4 rows) d, then dmin
+        # (quads, 2, LANES) sums and min terms of four tokens, lane 4 * token + row
+        acc = np.empty((min(n, TOKEN_CHUNK) + 3) // 4 * 2 * LANES, np.float32)
         for t0 in range(0, n, TOKEN_CHUNK if TILE else n):
             t1 = min(n, t0 + TOKEN_CHUNK) if TILE else n
             for g in range(part * n_groups // n_parts, (part + 1) * n_groups // n_parts):
@@ -708,44 +713,47 @@ def kmatvec_tokens(w, X, out, scratch):
                         _kunpack(kblock, kpart, w1, b, b - kb0, 1, U, SC, MN, DW)
                         _kunpack(kblock, kpart, w2, b, b - kb0, 2, U, SC, MN, DW)
                         _kunpack(kblock, kpart, w3, b, b - kb0, 3, U, SC, MN, DW)
-                    for t in range(t0, t1, 2):
-                        u = min(t + 1, t1 - 1)
-                        o = (t - t0) // 2 * LANES
-                        a = vzero() if kb0 == 0 else vload_f32(acc, o)
+                    for t in range(t0, t1, 4):
+                        t_1, t_2, t_3 = min(t + 1, t1 - 1), min(t + 2, t1 - 1), min(t + 3, t1 - 1)
+                        o = (t - t0) // 4 * 2 * LANES
+                        a = m = vzero()
+                        if kb0 > 0:  # the same sums, continued
+                            a, m = vload_f32(acc, o), vload_f32(acc, o + LANES)
                         for b in range(kb0, kb1):
-                            a = _kblock_two(U, SC, MN, DW, b, b - kb0, Q[t], Q[u], SW[t], SW[u],
-                                            XD[t, b * 64], XD[u, b * 64], a)
+                            a, m = _kblock_four(U, SC, MN, DW, b, b - kb0, Q[t], Q[t_1], Q[t_2],
+                                                Q[t_3], SW[t], SW[t_1], SW[t_2], SW[t_3],
+                                                XD[t, b * 64], XD[t_1, b * 64], XD[t_2, b * 64],
+                                                XD[t_3, b * 64], a, m)
                         vstore_f32(acc, o, a)
-                for t in range(t0, t1, 2):
-                    o = (t - t0) // 2 * LANES
-                    _store_rows(out[t], r, acc[o] - acc[o + 8], acc[o + 1] - acc[o + 9],
-                                acc[o + 2] - acc[o + 10], acc[o + 3] - acc[o + 11])
-                    if t + 1 < t1:
-                        _store_rows(out[t + 1], r, acc[o + 4] - acc[o + 12],
-                                    acc[o + 5] - acc[o + 13], acc[o + 6] - acc[o + 14],
-                                    acc[o + 7] - acc[o + 15])
-
+                        vstore_f32(acc, o + LANES, m)
+                for t in range(t0, t1):
+                    o = (t - t0) // 4 * 2 * LANES + (t - t0) % 4 * 4
+                    _store_rows(out[t], r, acc[o] - acc[o + 16], acc[o + 1] - acc[o + 17],
+                                acc[o + 2] - acc[o + 18], acc[o + 3] - acc[o + 19])
 
 @njit(inline="always")
-def _kblock_two(U, SC, MN, DW, b, bl, qa, qb, sa, sb, dxa, dxb, a):
-    """Block b (tile slot bl) of four rows against tokens a and b: a (lanes 0-3 rows x token a,
-    4-7 token b, 8-15 the same pairs' min terms) + one float step."""
-    i0 = i1 = i2 = i3 = j0 = j1 = j2 = j3 = izero()
-    i0, i1, i2, i3, j0, j1, j2, j3 = _ktile_step(U, SC, bl * 16, qa, qb, b * 256, i0, i1, i2,
-                                                 i3, j0, j1, j2, j3)
-    i0, i1, i2, i3, j0, j1, j2, j3 = _ktile_step(U, SC, bl * 16 + 4, qa, qb, b * 256 + 64, i0,
-                                                 i1, i2, i3, j0, j1, j2, j3)
-    i0, i1, i2, i3, j0, j1, j2, j3 = _ktile_step(U, SC, bl * 16 + 8, qa, qb, b * 256 + 128, i0,
-                                                 i1, i2, i3, j0, j1, j2, j3)
-    i0, i1, i2, i3, j0, j1, j2, j3 = _ktile_step(U, SC, bl * 16 + 12, qa, qb, b * 256 + 192,
-                                                 i0, i1, i2, i3, j0, j1, j2, j3)
+def _kblock_four(U, SC, MN, DW, b, bl, q0, q1, q2, q3, s0, s1, s2, s3, x0, x1, x2, x3, a, m):
+    """Block b (tile slot bl) of four rows against four tokens: a and m (lane 4 * token + row:
+    the sums, and the min terms) + one float step each."""
+    i0 = i1 = i2 = i3 = j0 = j1 = j2 = j3 = k0 = k1 = k2 = k3 = n0 = n1 = n2 = n3 = izero()
+    for c in (0, 1, 2, 3):
+        (i0, i1, i2, i3, j0, j1, j2, j3, k0, k1, k2, k3, n0, n1, n2, n3) = _ktile_step(
+            U, SC, bl * 16 + 4 * c, q0, q1, q2, q3, b * 256 + 64 * c, i0, i1, i2, i3, j0, j1,
+            j2, j3, k0, k1, k2, k3, n0, n1, n2, n3)
+    # a token's four rows in lanes 4 apart, then the four tokens side by side: lane 4t + r
+    s_0 = imerge8(imerge16(i0, i1), imerge16(i2, i3))
+    s_1 = imerge8(imerge16(j0, j1), imerge16(j2, j3))
+    s_2 = imerge8(imerge16(k0, k1), imerge16(k2, k3))
+    s_3 = imerge8(imerge16(n0, n1), imerge16(n2, n3))
+    isum = imerge2(imerge4(s_0, s_1), imerge4(s_2, s_3))
     mins = iload16(MN, bl * 16)
-    ia = imerge8(imerge16(i0, i1), imerge16(i2, i3))
-    ib = imerge8(imerge16(j0, j1), imerge16(j2, j3))
-    ma = ipairs_times(mins, iload4_x4(sa, b * 4))
-    mb = ipairs_times(mins, iload4_x4(sb, b * 4))
-    isum = imerge2(imerge4(ia, ib), imerge4(ma, mb))
-    return vfma(itof(isum), vmul(vload_f32(DW, bl * 16), vtokens_two(dxa, dxb)), a)
+    m_01 = imerge4(ipairs_times(mins, iload4_x4(s0, b * 4)),
+                   ipairs_times(mins, iload4_x4(s1, b * 4)))
+    m_23 = imerge4(ipairs_times(mins, iload4_x4(s2, b * 4)),
+                   ipairs_times(mins, iload4_x4(s3, b * 4)))
+    dx = vtokens_four(x0, x1, x2, x3)
+    a = vfma(itof(isum), vmul(vload_f32(DW, bl * 32), dx), a)
+    return a, vfma(itof(imerge2(m_01, m_23)), vmul(vload_f32(DW, bl * 32 + 16), dx), m)
 
 
 @njit(inline="always")

@@ -677,11 +677,10 @@ def _float_pattern(pattern):
     return intrinsic(scope["pattern"])
 
 
-# the float sides of `imerge2`'s two layouts: four rows' d (s0-s3) and dmin (s4-s7) against one
-# token (lanes 0-3 d, 4-7 dmin); two tokens' activation scales (s0, s1) where the two-token
-# layout (d for each token, then dmin for each) has them
+# the float sides of the Q4_K kernel's gathered sums: four rows' d (s0-s3) and dmin (s4-s7)
+# against one token (lanes 0-3 d, 4-7 dmin); four tokens' activation scales (lanes 4t .. 4t + 3)
 vrows_one = _float_pattern([0, 1, 2, 3, 4, 5, 6, 7] * 2)
-vtokens_two = _float_pattern([0] * 4 + [1] * 4 + [0] * 4 + [1] * 4)
+vtokens_four = _float_pattern([0] * 4 + [1] * 4 + [2] * 4 + [3] * 4)
 
 
 @intrinsic
@@ -732,5 +731,5 @@ __all__ = [
     "vlo8",
     "vhi8",
     "vrows_one",
-    "vtokens_two",
+    "vtokens_four",
 ]
