@@ -653,10 +653,10 @@ def _kunpack(kblock, kpart, w, b, bl, k, U, SC, MN, DW):
 def kmatvec_tokens(w, X, out, scratch):
     """`imatvec_tokens` for the K-quants with integer sub-block scales (kblock, kpart above).
     Four rows at a time; with several tokens (TILE) a group's blocks are unpacked once into a
-    tile (TILE_STEPS steps at a time, so it stays in L1) that each pair of tokens reads, a chunk
-    of TOKEN_CHUNK tokens at a time, and a block's sixteen sums (4 rows x 2 tokens, and their
-    mins) are gathered into one vector (`imerge*`) for one float step; one token unpacks as it
-    goes. scratch is unused (the float route's)."""
+    tile (TILE_STEPS steps at a time, so it stays in L1) that four tokens at a time read, a
+    chunk of TOKEN_CHUNK tokens at a time, and a block's sixteen sums (4 rows x 4 tokens) are
+    gathered into one vector (`imerge*`), their min terms into another, for one float step
+    each; one token unpacks as it goes. scratch is unused (the float route's)."""
     rows = w.shape[0]
     n, cols = X.shape
     nb = cols // BLOCK
@@ -730,6 +730,7 @@ def kmatvec_tokens(w, X, out, scratch):
                     o = (t - t0) // 4 * 2 * LANES + (t - t0) % 4 * 4
                     _store_rows(out[t], r, acc[o] - acc[o + 16], acc[o + 1] - acc[o + 17],
                                 acc[o + 2] - acc[o + 18], acc[o + 3] - acc[o + 19])
+
 
 @njit(inline="always")
 def _kblock_four(U, SC, MN, DW, b, bl, q0, q1, q2, q3, s0, s1, s2, s3, x0, x1, x2, x3, a, m):
