@@ -26,6 +26,17 @@ from gguf_engine.kernels.cpu.simd import (
     vsum8,
     vzero,
 )
+from gguf_engine.kernels.cpu.simd_int import (
+    icat4,
+    iload4_x4,
+    iload16,
+    imerge2,
+    imerge4,
+    imerge8,
+    imerge16,
+    ipairs_times,
+    istore,
+)
 from numba import njit
 
 rng = np.random.default_rng(7)
@@ -157,3 +168,35 @@ def test_vsum8_sums_a_half_as_vsum_sums_eight_lanes():
     _half_sums(v, out)
     assert out[1] == out[2]  # the same tree, bit for bit
     assert abs(out[0] - v[:8].astype(np.float64).sum()) < 1e-5
+
+
+
+@njit
+def _sixteen_sums(a, mins, words, out):
+    """a (16, 16) int32 -> out[:16]: the Q4_K kernel's tree of merges; out[16:]: lanes 0-3 of
+    four vectors side by side times one token's int16 pairs (its mins against sub-block sums)."""
+    v0 = imerge16(iload16(a[0], 0), iload16(a[1], 0))
+    v1 = imerge16(iload16(a[2], 0), iload16(a[3], 0))
+    v2 = imerge16(iload16(a[4], 0), iload16(a[5], 0))
+    v3 = imerge16(iload16(a[6], 0), iload16(a[7], 0))
+    v4 = imerge16(iload16(a[8], 0), iload16(a[9], 0))
+    v5 = imerge16(iload16(a[10], 0), iload16(a[11], 0))
+    v6 = imerge16(iload16(a[12], 0), iload16(a[13], 0))
+    v7 = imerge16(iload16(a[14], 0), iload16(a[15], 0))
+    low = imerge4(imerge8(v0, v1), imerge8(v2, v3))
+    istore(out, 0, imerge2(low, imerge4(imerge8(v4, v5), imerge8(v6, v7))))
+    rows = icat4(iload16(mins, 0), iload16(mins, 16), iload16(mins, 32), iload16(mins, 48))
+    istore(out, 16, ipairs_times(rows, iload4_x4(words, 0)))
+
+
+def test_integer_merges_gather_sixteen_sums():
+    a = rng.integers(-2**20, 2**20, (16, 16)).astype(np.int32)
+    pairs = rng.integers(-4000, 4000, (4, 8)).astype(np.int16)  # four rows' int16 pairs
+    mins = np.zeros((4, 16), np.int32)
+    mins[:, :4] = pairs.view(np.int32)
+    tok = rng.integers(-4000, 4000, 8).astype(np.int16)
+    out = np.zeros(32, np.int32)
+    _sixteen_sums(a, mins.reshape(-1), tok.view(np.int32), out)
+    np.testing.assert_array_equal(out[:16], a.astype(np.int64).sum(axis=1))
+    ref = (pairs.astype(np.int64).reshape(4, 4, 2) * tok.astype(np.int64).reshape(4, 2)).sum(2)
+    np.testing.assert_array_equal(out[16:], ref.reshape(-1))

@@ -19,6 +19,7 @@ from .simd import (
     vfma,
     vload_f32,
     vmul,
+    vsplat,
     vsplat2,
     vstore_f32,
     vsum,
@@ -28,18 +29,28 @@ from .simd import (
 from .simd_int import (
     SIGN_BY_OFFSET,
     byte_program,
+    icat4,
     idot,
+    idot_scaled,
     idot_signed,
     iflip,
+    iload4_x4,
     iload16,
     iload64,
-    istore64,
+    imerge2,
+    imerge4,
+    imerge8,
+    imerge16,
+    ipairs_times,
+    istore,
     itof,
     izero,
     load_twice,
     store_half,
     vhi8,
     vlo8,
+    vrows_one,
+    vtokens_four,
 )
 
 # The rows of the group this many groups ahead are prefetched while a group is computed, every
@@ -171,7 +182,7 @@ BLOCK = STEP = STEP_UNITS = LINE_UNITS = ACT_BLOCK = PARTS = BLOCK_BYTES = 1
 PAIRS = True
 SIGNED = HAS_MIN = HALVES = TILE = False
 BASE_K = 0
-dequant_block = dot4_block = derive_x = int_block = int_part = None
+dequant_block = dot4_block = derive_x = int_block = int_part = kblock = kpart = None
 
 
 def dequantize_rows(w, out):
@@ -402,7 +413,7 @@ def _tile_store(U, AB, has_min, halves, s, row, u, a, bt):
                 store_half(AB, (o * 2 + 1) * LANES + 8 * k, bt, h)
     else:
         o = s * 4 + row
-        istore64(U, o * 64, u)
+        istore(U, o * 64, u)
         vstore_f32(AB, o * 2 * LANES, a)
         if has_min:
             vstore_f32(AB, (o * 2 + 1) * LANES, bt)
@@ -588,6 +599,186 @@ def imatvec_tokens(w, X, out, scratch):
                     _store_rows(out[t], r, s0, s1, s2, s3)
 
 
+# The integer route of the K-quants whose sub-block scales llama.cpp applies in integers (Q4_K,
+# its repacked kernels on x86): a type gives
+#   kblock(w, b) -> (sc, mins, d, dmin): block b's integer scales (i32x16, `ik_scales`), its
+#       mins as int16 pairs in lanes 0-3, its two float scales;
+#   kpart(w, b, sc, c) -> (u, S): step c's 64 weight bytes and each int32 lane's scale.
+# Per block and (row, token) the scaled integer sum and the mins against the activations'
+# sub-block sums are exact integers; the float steps are llama.cpp's:
+#   acc += float(isum) * (d * dx),  acc_min += float(imin) * (dmin * dx),  out = acc - acc_min.
+# Integer sums do not depend on order, and the float steps are lane by lane, so a (row, token)
+# gets the same bits in the tile (several tokens) and in the one-token kernel.
+
+
+@njit(inline="always")
+def _kstep4(u0, u1, u2, u3, S0, S1, S2, S3, q, i0, i1, i2, i3):
+    """Four rows' sums + one step of the rows against one token's q."""
+    return (idot_scaled(i0, u0, q, S0), idot_scaled(i1, u1, q, S1),
+            idot_scaled(i2, u2, q, S2), idot_scaled(i3, u3, q, S3))
+
+
+@njit(inline="always")
+def _ktile_step(U, SC, o, q0, q1, q2, q3, qo, i0, i1, i2, i3, j0, j1, j2, j3, k0, k1, k2, k3,
+                m0, m1, m2, m3):
+    """One step (tile slot o) of four rows into the sums of four tokens (i, j, k, m)."""
+    u0, u1 = iload64(U, o * 64), iload64(U, (o + 1) * 64)
+    u2, u3 = iload64(U, (o + 2) * 64), iload64(U, (o + 3) * 64)
+    S0, S1 = iload16(SC, o * LANES), iload16(SC, (o + 1) * LANES)
+    S2, S3 = iload16(SC, (o + 2) * LANES), iload16(SC, (o + 3) * LANES)
+    i0, i1, i2, i3 = _kstep4(u0, u1, u2, u3, S0, S1, S2, S3, iload64(q0, qo), i0, i1, i2, i3)
+    j0, j1, j2, j3 = _kstep4(u0, u1, u2, u3, S0, S1, S2, S3, iload64(q1, qo), j0, j1, j2, j3)
+    k0, k1, k2, k3 = _kstep4(u0, u1, u2, u3, S0, S1, S2, S3, iload64(q2, qo), k0, k1, k2, k3)
+    m0, m1, m2, m3 = _kstep4(u0, u1, u2, u3, S0, S1, S2, S3, iload64(q3, qo), m0, m1, m2, m3)
+    return i0, i1, i2, i3, j0, j1, j2, j3, k0, k1, k2, k3, m0, m1, m2, m3
+
+
+@njit(inline="always")
+def _kunpack(kblock, kpart, w, b, bl, k, U, SC, MN, DW):
+    """Row k's block b into slot bl of the group's tile: each step's bytes and lane scales (steps
+    written out: a constant c folds), the mins into MN (four int32 a row, rows in order), d and
+    dmin into DW (four rows' d four times, then their dmin four times)."""
+    sc, mn, d, dmin = kblock(w, b)
+    for c in (0, 1, 2, 3):
+        u, S = kpart(w, b, sc, c)
+        o = (bl * 4 + c) * 4 + k
+        istore(U, o * 64, u)
+        istore(SC, o * LANES, S)
+    istore(MN, bl * 16 + 4 * k, mn)  # lanes 4-15 (zeros) land where the next rows go
+    for h in (0, 4, 8, 12):  # `_kblock_four`'s lanes: row k of each of four tokens
+        DW[bl * 32 + h + k] = d
+        DW[bl * 32 + 16 + h + k] = dmin
+
+
+def kmatvec_tokens(w, X, out, scratch):
+    """`imatvec_tokens` for the K-quants with integer sub-block scales (kblock, kpart above).
+    Four rows at a time; with several tokens (TILE) a group's blocks are unpacked once into a
+    tile (TILE_STEPS steps at a time, so it stays in L1) that four tokens at a time read, a
+    chunk of TOKEN_CHUNK tokens at a time, and a block's sixteen sums (4 rows x 4 tokens) are
+    gathered into one vector (`imerge*`), their min terms into another, for one float step
+    each; one token unpacks as it goes. scratch is unused (the float route's)."""
+    rows = w.shape[0]
+    n, cols = X.shape
+    nb = cols // BLOCK
+    Q = np.empty((n, cols), np.int8)  # (n, cols) quantized tokens
+    QS = np.empty((n, cols // 4), np.int32)  # (n, cols / 4) sum of each 4 q
+    XD = np.empty((n, cols // 4), np.float32)  # (n, cols / 4) the block's dx per lane
+    XS = np.empty((n, cols // 4), np.float32)  # (n, cols / 4) unused here
+    SW = np.empty((n, nb * 4), np.int32)  # (n, nb * 4) each block's sub-block sums, int16 pairs
+    for t in prange(n):
+        quantize_token(X[t], 256, Q[t], QS[t], XD[t], XS[t])
+        for i in range(nb * 4):
+            lo = np.int32(0)
+            hi = np.int32(0)
+            for k in range(8):
+                lo += QS[t, 16 * i + k]
+                hi += QS[t, 16 * i + 8 + k]
+            SW[t, i] = (lo & 0xFFFF) | (hi << 16)
+    ahead = PREFETCH_GROUPS * 4
+    n_groups = (rows + 3) // 4
+    n_parts = scratch.shape[0]
+    chunk = max(1, TILE_STEPS // 4)  # blocks in the tile
+    for part in prange(n_parts):
+        tiles = chunk if TILE else 1
+        U = np.empty(tiles * 16 * 64, np.int8)  # (chunk, 4 steps, 4 rows, 64) weight bytes
+        SC = np.empty(tiles * 16 * LANES, np.int32)  # (chunk, 4 steps, 4 rows, LANES) scales
+        MN = np.empty(tiles * 16 + 12, np.int32)  # (chunk, 4 rows, 4) mins as int16 pairs
+        DW = np.empty(tiles * 32, np.float32)  # (chunk, 2, 4, 4 rows) d, then dmin
+        # (quads, 2, LANES) sums and min terms of four tokens, lane 4 * token + row
+        acc = np.empty((min(n, TOKEN_CHUNK) + 3) // 4 * 2 * LANES, np.float32)
+        for t0 in range(0, n, TOKEN_CHUNK if TILE else n):
+            t1 = min(n, t0 + TOKEN_CHUNK) if TILE else n
+            for g in range(part * n_groups // n_parts, (part + 1) * n_groups // n_parts):
+                r = 4 * g
+                w0, w1, w2, w3 = _rows4(w, r, rows)
+                pr = min(r + ahead, rows - 4)
+                if not TILE:
+                    for t in range(n):
+                        a = vzero()
+                        for b in range(nb):
+                            if pr >= 0 and t == 0:
+                                _prefetch_int_block(w, pr, b, BLOCK_BYTES)
+                            a = _kblock_one(kblock, kpart, w0, w1, w2, w3, b, Q[t], SW[t],
+                                            XD[t, b * 64], a)
+                        vstore_f32(acc, 0, a)
+                        _store_rows(out[t], r, acc[0] - acc[4], acc[1] - acc[5],
+                                    acc[2] - acc[6], acc[3] - acc[7])
+                    continue
+                for kb0 in range(0, nb, chunk):
+                    kb1 = min(nb, kb0 + chunk)
+                    for b in range(kb0, kb1):
+                        if pr >= 0 and t0 == 0:  # the next groups' rows, while this computes
+                            _prefetch_int_block(w, pr, b, BLOCK_BYTES)
+                        _kunpack(kblock, kpart, w0, b, b - kb0, 0, U, SC, MN, DW)
+                        _kunpack(kblock, kpart, w1, b, b - kb0, 1, U, SC, MN, DW)
+                        _kunpack(kblock, kpart, w2, b, b - kb0, 2, U, SC, MN, DW)
+                        _kunpack(kblock, kpart, w3, b, b - kb0, 3, U, SC, MN, DW)
+                    for t in range(t0, t1, 4):
+                        t_1, t_2, t_3 = min(t + 1, t1 - 1), min(t + 2, t1 - 1), min(t + 3, t1 - 1)
+                        o = (t - t0) // 4 * 2 * LANES
+                        a = m = vzero()
+                        if kb0 > 0:  # the same sums, continued
+                            a, m = vload_f32(acc, o), vload_f32(acc, o + LANES)
+                        for b in range(kb0, kb1):
+                            a, m = _kblock_four(U, SC, MN, DW, b, b - kb0, Q[t], Q[t_1], Q[t_2],
+                                                Q[t_3], SW[t], SW[t_1], SW[t_2], SW[t_3],
+                                                XD[t, b * 64], XD[t_1, b * 64], XD[t_2, b * 64],
+                                                XD[t_3, b * 64], a, m)
+                        vstore_f32(acc, o, a)
+                        vstore_f32(acc, o + LANES, m)
+                for t in range(t0, t1):
+                    o = (t - t0) // 4 * 2 * LANES + (t - t0) % 4 * 4
+                    _store_rows(out[t], r, acc[o] - acc[o + 16], acc[o + 1] - acc[o + 17],
+                                acc[o + 2] - acc[o + 18], acc[o + 3] - acc[o + 19])
+
+
+@njit(inline="always")
+def _kblock_four(U, SC, MN, DW, b, bl, q0, q1, q2, q3, s0, s1, s2, s3, x0, x1, x2, x3, a, m):
+    """Block b (tile slot bl) of four rows against four tokens: a and m (lane 4 * token + row:
+    the sums, and the min terms) + one float step each."""
+    i0 = i1 = i2 = i3 = j0 = j1 = j2 = j3 = k0 = k1 = k2 = k3 = n0 = n1 = n2 = n3 = izero()
+    for c in (0, 1, 2, 3):
+        (i0, i1, i2, i3, j0, j1, j2, j3, k0, k1, k2, k3, n0, n1, n2, n3) = _ktile_step(
+            U, SC, bl * 16 + 4 * c, q0, q1, q2, q3, b * 256 + 64 * c, i0, i1, i2, i3, j0, j1,
+            j2, j3, k0, k1, k2, k3, n0, n1, n2, n3)
+    # a token's four rows in lanes 4 apart, then the four tokens side by side: lane 4t + r
+    s_0 = imerge8(imerge16(i0, i1), imerge16(i2, i3))
+    s_1 = imerge8(imerge16(j0, j1), imerge16(j2, j3))
+    s_2 = imerge8(imerge16(k0, k1), imerge16(k2, k3))
+    s_3 = imerge8(imerge16(n0, n1), imerge16(n2, n3))
+    isum = imerge2(imerge4(s_0, s_1), imerge4(s_2, s_3))
+    mins = iload16(MN, bl * 16)
+    m_01 = imerge4(ipairs_times(mins, iload4_x4(s0, b * 4)),
+                   ipairs_times(mins, iload4_x4(s1, b * 4)))
+    m_23 = imerge4(ipairs_times(mins, iload4_x4(s2, b * 4)),
+                   ipairs_times(mins, iload4_x4(s3, b * 4)))
+    dx = vtokens_four(x0, x1, x2, x3)
+    a = vfma(itof(isum), vmul(vload_f32(DW, bl * 32), dx), a)
+    return a, vfma(itof(imerge2(m_01, m_23)), vmul(vload_f32(DW, bl * 32 + 16), dx), m)
+
+
+@njit(inline="always")
+def _kblock_one(kblock, kpart, w0, w1, w2, w3, b, q, sw, dx, a):
+    """Block b of four rows, unpacked as it goes, against one token: a (lanes 0-3 the rows,
+    4-7 their min terms) + one float step."""
+    s0, m0, d0, n0 = kblock(w0, b)
+    s1, m1, d1, n1 = kblock(w1, b)
+    s2, m2, d2, n2 = kblock(w2, b)
+    s3, m3, d3, n3 = kblock(w3, b)
+    i0 = i1 = i2 = i3 = izero()
+    for c in (0, 1, 2, 3):
+        u0, S0 = kpart(w0, b, s0, c)
+        u1, S1 = kpart(w1, b, s1, c)
+        u2, S2 = kpart(w2, b, s2, c)
+        u3, S3 = kpart(w3, b, s3, c)
+        i0, i1, i2, i3 = _kstep4(u0, u1, u2, u3, S0, S1, S2, S3, iload64(q, b * 256 + c * 64),
+                                 i0, i1, i2, i3)
+    mins = ipairs_times(icat4(m0, m1, m2, m3), iload4_x4(sw, b * 4))
+    c4 = imerge4(imerge8(imerge16(i0, i1), imerge16(i2, i3)), mins)
+    dw = vrows_one(d0, d1, d2, d3, n0, n1, n2, n3)
+    return vfma(itof(imerge2(c4, c4)), vmul(dw, vsplat(dx)), a)
+
+
 def _sources_digest() -> str:
     """A digest of this folder's sources. Numba's disk cache only watches the file that holds a
     function, not the type modules it inlines, so the digest goes into each cached name."""
@@ -644,7 +835,15 @@ def build(mod) -> SimpleNamespace:
         one(w, x.reshape(1, -1), out.reshape(1, -1), scratch)
 
     integer = None
-    if simd_int.ISA != "none" and hasattr(mod, "int_part"):
+    if simd_int.ISA != "none" and hasattr(mod, "kpart"):
+        knames = dict(names, BLOCK_BYTES=mod.TYPE_SIZE, kblock=mod.kblock, kpart=mod.kpart)
+        integer = SimpleNamespace(
+            matvec_tokens=njit(parallel=True, cache=True)(
+                _bind(kmatvec_tokens, suffix + "_int", TILE=True, **knames)),
+            matvec_one=njit(parallel=True, cache=True)(
+                _bind(kmatvec_tokens, suffix + "_int_one", TILE=False, **knames)),
+        )
+    elif simd_int.ISA != "none" and hasattr(mod, "int_part"):
         parts = mod.BLOCK // 64 if mod.BLOCK >= 64 else 1  # 32-value types: 2 blocks a part
         inames = dict(names, ACT_BLOCK=mod.ACT_BLOCK, SIGNED=getattr(mod, "SIGNED", False),
                       BASE_K=_base_k(mod), HAS_MIN=getattr(mod, "HAS_MIN", False),

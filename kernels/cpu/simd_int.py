@@ -25,7 +25,7 @@ from numba.core import cgutils
 from numba.core import config as numba_config
 from numba.extending import intrinsic, models, register_model
 
-from .simd import LANES, _contiguous_1d, _vector_pointer, f32x16
+from .simd import LANES, _contiguous_1d, _k_scale_bytes, _vector_pointer, f32x16
 
 ISA_CHOICES = ("avx512vnni", "avx2", "none")
 
@@ -353,7 +353,7 @@ def _half_of(builder, v, n: int, h):
                           _half(builder, v, 1, n // 2), _half(builder, v, 0, n // 2))
 
 
-# (dtype, vector type, element) of what `load_twice` and `store_half` move
+# (dtype, vector type, element) of what `load_twice`, `store_half` and `istore` move
 _HALF_KINDS = {types.int8: (I8x64, _V64I8, _I8), types.int32: (I32x16, _V16I32, _I32),
                types.float32: (type(f32x16), _VF32, ir.FloatType())}
 
@@ -415,7 +415,7 @@ def vquad_bits(typingctx, arr, i, shift, mask):
 
 def _gather_lanes(builder, v, j, pattern):
     """Lane k = v[j + pattern[k]], j an LLVM integer (a constant once inlined: one shuffle)."""
-    out = ir.Constant(_VF32, ir.Undefined)
+    out = ir.Constant(v.type, ir.Undefined)
     picked = {}
     for k, off in enumerate(pattern):
         if off not in picked:
@@ -424,28 +424,29 @@ def _gather_lanes(builder, v, j, pattern):
     return out
 
 
-def _lane_picker(width: int):
+def _lane_picker(width: int, vtype):
     """An intrinsic (v, j): lane k = v[j + k // width], each of v's lanes from j on spread over
-    `width` lanes (one scale over the lanes of its sub-block)."""
+    `width` lanes (one scale over the lanes of its sub-block); v of type vtype."""
 
     @intrinsic
     def pick(typingctx, v, j):
-        if not (isinstance(v, type(f32x16)) and isinstance(j, types.Integer)):
+        if not (isinstance(v, type(vtype)) and isinstance(j, types.Integer)):
             return None
 
         def codegen(context, builder, sig, args):
             j = context.cast(builder, args[1], sig.args[1], types.int32)
             return _gather_lanes(builder, args[0], j, [k // width for k in range(LANES)])
 
-        return f32x16(v, j), codegen
+        return vtype(v, j), codegen
 
     return pick
 
 
-# lanes 0-7 = v[j], 8-15 = v[j + 1]: two 32-value sub-blocks' scales
-vpair = _lane_picker(8)
+# lanes 0-7 = v[j], 8-15 = v[j + 1]: two 32-value sub-blocks' scales (ipair: integer ones)
+vpair = _lane_picker(8, f32x16)
+ipair = _lane_picker(8, i32x16)
 # lanes 4k .. 4k + 3 = v[j + k]: four 16-value sub-blocks' scales
-vquad_lanes = _lane_picker(4)
+vquad_lanes = _lane_picker(4, f32x16)
 
 
 @intrinsic
@@ -478,17 +479,208 @@ def vload_q3k_scales(typingctx, arr, i):
 
 
 @intrinsic
-def istore64(typingctx, arr, i, v):
-    """arr[i:i + 64] = the 64 bytes of v (an int8 array)."""
-    if not (_contiguous_1d(arr, types.int8) and isinstance(v, I8x64)):
+def istore(typingctx, arr, i, v):
+    """arr[i:] = v: the 64 bytes of an int8 vector, or the 16 lanes of an int32 one."""
+    if not (_contiguous_1d(arr, types.int8, types.int32) and isinstance(v, (I8x64, I32x16))
+            and isinstance(v, _HALF_KINDS[arr.dtype][0])):
         return None
+    _, ir_vec, elem = _HALF_KINDS[arr.dtype]
 
     def codegen(context, builder, sig, args):
-        p = _vector_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1], _I8)
-        builder.store(args[2], builder.bitcast(p, ir.PointerType(_V64I8)), align=1)
+        p = _vector_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1], elem)
+        builder.store(args[2], builder.bitcast(p, ir.PointerType(ir_vec)), align=1)
         return context.get_dummy_value()
 
     return types.none(arr, i, v), codegen
+
+
+
+# The K-quants' integer scales (llama.cpp's order: a block's sum is an exact integer, then one
+# float step per block). A lane's scale sits in both 16-bit halves of its int32, so vpmaddwd
+# scales the two int16 pair sums vpmaddubsw leaves there.
+
+
+def _words(builder, v):
+    """Each int32 lane's low 16 bits in both of its halves."""
+    low = builder.and_(v, ir.Constant(_V16I32, [0xFFFF] * LANES))
+    return builder.or_(low, builder.shl(v, ir.Constant(_V16I32, [16] * LANES)))
+
+
+@intrinsic
+def ik_scales(typingctx, arr, i):
+    """Q4_K's eight 6-bit scales (lanes 0-7) and mins (8-15) packed in the 12 bytes at arr[i:]
+    (`simd.vload_k_scales` in integers), each in both halves of its lane."""
+    if not (_contiguous_1d(arr, types.uint8) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _words(builder, builder.zext(_k_scale_bytes(context, builder, sig, args),
+                                            _V16I32))
+
+    return i32x16(arr, i), codegen
+
+
+@intrinsic
+def ik_min_words(typingctx, sc):
+    """Lanes 0-3: the int16 pairs (min[2i], min[2i + 1]) of `ik_scales`' mins, zeros above."""
+    if not isinstance(sc, I32x16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v32i16 = ir.VectorType(_I16, 32)
+        h = builder.bitcast(args[0], v32i16)
+        idx = [16 + 2 * k for k in range(8)] + [32] * 24  # index 32: the zero vector's lane
+        pairs = builder.shuffle_vector(h, ir.Constant(v32i16, [0] * 32),
+                                       ir.Constant(ir.VectorType(_I32, 32), idx))
+        return builder.bitcast(pairs, _V16I32)
+
+    return i32x16(sc), codegen
+
+
+def _pairs_times(builder, a, b):
+    """vpmaddwd: each int32 lane = a.lo16 * b.lo16 + a.hi16 * b.hi16 (signed, exact)."""
+    if ISA == "avx512vnni":
+        v32i16 = ir.VectorType(_I16, 32)
+        return _call(builder, "llvm.x86.avx512.pmaddw.d.512", _V16I32,
+                     [builder.bitcast(a, v32i16), builder.bitcast(b, v32i16)])
+    v16i16 = ir.VectorType(_I16, 16)
+    halves = [_call(builder, "llvm.x86.avx2.pmadd.wd", ir.VectorType(_I32, 8),
+                    [builder.bitcast(_half(builder, a, k, 8), v16i16),
+                     builder.bitcast(_half(builder, b, k, 8), v16i16)]) for k in (0, 1)]
+    return builder.shuffle_vector(halves[0], halves[1], ir.Constant(_V16I32, list(range(16))))
+
+
+@intrinsic
+def ipairs_times(typingctx, a, b):
+    """Each lane: a's two int16 halves times b's, summed (vpmaddwd)."""
+    if not (isinstance(a, I32x16) and isinstance(b, I32x16)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _pairs_times(builder, *args)
+
+    return i32x16(a, b), codegen
+
+
+@intrinsic
+def idot_scaled(typingctx, acc, u, s, scale):
+    """acc + scale * (u . s) in int32 lanes of four: unsigned weight bytes u (below 128),
+    signed activations s, each lane's scale in both of its halves (`ik_scales`, `ipair`):
+    vpmaddubsw's int16 pairs, then vpdpwssds (vpmaddwd and an add on AVX2), llama.cpp's
+    integer order. Exact while a pair of products fits int16 (u * 127 * 2 < 32768). The
+    saturating form because LLVM's machine combiner splits most plain vpdpwssd back into
+    vpmaddwd + vpaddd (a shorter chain, a quarter more instructions) and leaves this one
+    alone; a K-quant block's sums stay far below 2^31, so it never saturates."""
+    if not (isinstance(acc, I32x16) and isinstance(u, I8x64) and isinstance(s, I8x64)
+            and isinstance(scale, I32x16)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        acc, u, s, scale = args
+        if ISA == "avx512vnni":
+            pairs = _call(builder, "llvm.x86.avx512.pmaddubs.w.512", ir.VectorType(_I16, 32),
+                          [u, s])
+            return _call(builder, "llvm.x86.avx512.vpdpwssds.512", _V16I32,
+                         [acc, builder.bitcast(pairs, _V16I32), scale])
+        v16i16 = ir.VectorType(_I16, 16)
+        pairs = [builder.bitcast(_call(builder, "llvm.x86.avx2.pmadd.ub.sw", v16i16,
+                                       [_half(builder, u, k, 32), _half(builder, s, k, 32)]),
+                                 ir.VectorType(_I32, 8)) for k in (0, 1)]
+        both = builder.shuffle_vector(pairs[0], pairs[1], ir.Constant(_V16I32, list(range(16))))
+        return builder.add(acc, _pairs_times(builder, both, scale))
+
+    return i32x16(acc, u, s, scale), codegen
+
+
+def _merge(p: int):
+    """An intrinsic (a, b) for two vectors of 16 // p sums in p int32 lanes each (sum k in
+    lanes k * p .. k * p + p - 1): a's sums, then b's, in p // 2 lanes each, a lane and the
+    one p // 2 above it added. Four of them (p = 16, 8, 4, 2) take 16 vectors to the 16 sums."""
+    half = p // 2
+    lo, hi = [], []
+    for k in range(LANES):
+        src, kk = (0, k) if k < 8 else (LANES, k - 8)
+        a, j = divmod(kk, half)
+        lo.append(src + a * p + j)
+        hi.append(src + a * p + half + j)
+
+    @intrinsic
+    def merge(typingctx, a, b):
+        if not (isinstance(a, I32x16) and isinstance(b, I32x16)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            x, y = args
+            return builder.add(builder.shuffle_vector(x, y, ir.Constant(_V16I32, lo)),
+                               builder.shuffle_vector(x, y, ir.Constant(_V16I32, hi)))
+
+        return i32x16(a, b), codegen
+
+    return merge
+
+
+imerge16, imerge8, imerge4, imerge2 = (_merge(p) for p in (16, 8, 4, 2))
+
+
+@intrinsic
+def icat4(typingctx, a, b, c, d):
+    """Lanes 0-3 of a, b, c, d, one after another."""
+    if not all(isinstance(t, I32x16) for t in (a, b, c, d)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        idx = ir.Constant(ir.VectorType(_I32, 8), [0, 1, 2, 3, 16, 17, 18, 19])
+        ab = builder.shuffle_vector(args[0], args[1], idx)
+        cd = builder.shuffle_vector(args[2], args[3], idx)
+        return builder.shuffle_vector(ab, cd, ir.Constant(_V16I32, list(range(16))))
+
+    return i32x16(a, b, c, d), codegen
+
+
+@intrinsic
+def iload4_x4(typingctx, arr, i):
+    """The 4 int32 values arr[i:i + 4], four times."""
+    if not (_contiguous_1d(arr, types.int32) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        i = context.cast(builder, args[1], sig.args[1], types.intp)
+        v4 = ir.VectorType(_I32, 4)
+        q = builder.load(builder.bitcast(builder.gep(data, [i]), ir.PointerType(v4)), align=4)
+        return builder.shuffle_vector(q, q, ir.Constant(_V16I32, [0, 1, 2, 3] * 4))
+
+    return i32x16(arr, i), codegen
+
+
+def _float_pattern(pattern):
+    """An intrinsic (s0, .., s{m-1}) of float scalars: lane k = s[pattern[k]]."""
+    m = max(pattern) + 1
+    names = ", ".join(f"s{k}" for k in range(m))
+
+    def typer(typingctx, scalars):
+        if not all(isinstance(t, (types.Float, types.Integer)) for t in scalars):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vals = [context.cast(builder, a, t, types.float32) for a, t in zip(args, sig.args,
+                                                                                strict=True)]
+            out = ir.Constant(_VF32, ir.Undefined)
+            for k, j in enumerate(pattern):
+                out = builder.insert_element(out, vals[j], ir.Constant(_I32, k))
+            return out
+
+        return f32x16(*scalars), codegen
+
+    scope = {"typer": typer}
+    exec(f"def pattern(typingctx, {names}):\n    return typer(typingctx, ({names},))", scope)
+    return intrinsic(scope["pattern"])
+
+
+# the float sides of the Q4_K kernel's gathered sums: four rows' d (s0-s3) and dmin (s4-s7)
+# against one token (lanes 0-3 d, 4-7 dmin); four tokens' activation scales (lanes 4t .. 4t + 3)
+vrows_one = _float_pattern([0, 1, 2, 3, 4, 5, 6, 7] * 2)
+vtokens_four = _float_pattern([0] * 4 + [1] * 4 + [2] * 4 + [3] * 4)
 
 
 @intrinsic
@@ -510,12 +702,23 @@ __all__ = [
     "SIGN_BY_OFFSET",
     "byte_program",
     "choose_isa",
+    "icat4",
     "idot",
+    "idot_scaled",
     "idot_signed",
+    "ik_min_words",
+    "ik_scales",
     "iflip",
     "iload16",
+    "iload4_x4",
     "iload64",
-    "istore64",
+    "imerge16",
+    "imerge2",
+    "imerge4",
+    "imerge8",
+    "ipair",
+    "ipairs_times",
+    "istore",
     "itof",
     "izero",
     "load_twice",
@@ -527,4 +730,6 @@ __all__ = [
     "vquad_lanes",
     "vlo8",
     "vhi8",
+    "vrows_one",
+    "vtokens_four",
 ]

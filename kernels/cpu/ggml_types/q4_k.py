@@ -15,7 +15,7 @@ from ..simd import (
     vsplat2,
     vsum,
 )
-from ..simd_int import byte_program, vpair
+from ..simd_int import byte_program, ik_min_words, ik_scales, ipair
 
 GGML_TYPE = GGMLQuantizationType.Q4_K
 BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 256 values in 144 bytes
@@ -110,9 +110,11 @@ def dot4_block(w0, w1, w2, w3, b, x, xd, a0, a1, a2, a3, tmp):
     a0, a1, a2, a3 = _chunk(w0, w1, w2, w3, p, x, o + 128, 2, s0, s1, s2, s3, a0, a1, a2, a3)
     return _chunk(w0, w1, w2, w3, p, x, o + 192, 3, s0, s1, s2, s3, a0, a1, a2, a3)
 
-# integer route: Q8_K activations; a step is a quarter block (64 values, sub-blocks 2c, 2c+1)
+# integer route: Q8_K activations, llama.cpp's order (its repacked Q4_K kernels): per block
+# and (row, token) the exact integer sums  sum_j scale[j] * (q_w . q)_j  and
+# sum_j min[j] * sum(q)_j , then acc += float(sum) * (d * dx) and acc_min likewise with dmin;
+# the result is acc - acc_min. A step is a quarter block (64 values, sub-blocks 2c, 2c + 1).
 ACT_BLOCK = 256
-HAS_MIN = True
 
 
 @byte_program
@@ -122,11 +124,15 @@ def _int_bytes(by, p):
 
 
 @njit(inline="always")
-def int_block(w, b, nb):
-    """Lanes 0-7 d * scale[j], lanes 8-15 -dmin * min[j]: A and B of the block's parts."""
-    return _scales(w, b * TYPE_SIZE)
+def kblock(w, b):
+    """Block b's integer scales (lanes 0-7, `ik_scales`), its mins as int16 pairs (lanes 0-3),
+    d and dmin."""
+    p = b * TYPE_SIZE
+    sc = ik_scales(w, p + 4)
+    return sc, ik_min_words(sc), load_half(w, p), load_half(w, p + 2)
 
 
 @njit(inline="always")
-def int_part(w, b, s, c, nb):
-    return _int_bytes(w, b * TYPE_SIZE + 16 + 32 * c), vpair(s, 2 * c), vpair(s, 8 + 2 * c)
+def kpart(w, b, sc, c):
+    """Step c of block b: its 64 weight bytes, each int32 lane's scale."""
+    return _int_bytes(w, b * TYPE_SIZE + 16 + 32 * c), ipair(sc, 2 * c)
