@@ -226,23 +226,36 @@ def iload64(typingctx, arr, i):
     return i8x64(arr, i), codegen
 
 
+def _join(builder, lo, hi):
+    """Two 8-lane int32 halves as one 16-lane vector."""
+    return builder.shuffle_vector(lo, hi, ir.Constant(_V16I32, list(range(16))))
+
+
+def _byte_pairs(builder, u, s):
+    """vpmaddubsw: the 32 int16 sums of adjacent products of u's unsigned and s's signed bytes,
+    as sixteen int32 lanes (two int16 each; on AVX2 two 256-bit halves). A pair must fit int16:
+    u below 128 or |u| * 127 * 2 < 32768."""
+    if ISA == "avx512vnni":
+        return builder.bitcast(_call(builder, "llvm.x86.avx512.pmaddubs.w.512",
+                                     ir.VectorType(_I16, 32), [u, s]), _V16I32)
+    v16i16 = ir.VectorType(_I16, 16)
+    return _join(builder, *(builder.bitcast(_call(builder, "llvm.x86.avx2.pmadd.ub.sw", v16i16,
+                                                  [_half(builder, u, k, 32),
+                                                   _half(builder, s, k, 32)]),
+                                            ir.VectorType(_I32, 8)) for k in (0, 1)))
+
+
+# each int32 lane's two int16 halves 1 and 1: vpmaddwd with it adds a lane's pair
+_ONE_PAIRS = ir.Constant(_V16I32, [0x00010001] * LANES)
+
+
 def _dot_unsigned(builder, base, u, s):
     """base + sixteen int32 lanes, each the sum of four products of u's unsigned and s's signed
-    bytes. On the AVX2 path a pair of products must fit int16: u below 128 or
-    |u| * 127 * 2 < 32768."""
+    bytes (on AVX2 `_byte_pairs`' bound applies)."""
     if ISA == "avx512vnni":  # vpdpbusd adds into its accumulator: base costs nothing
         return _call(builder, "llvm.x86.avx512.vpdpbusd.512", _V16I32,
                      [base, builder.bitcast(u, _V16I32), builder.bitcast(s, _V16I32)])
-    v16i16 = ir.VectorType(_I16, 16)
-    ones = ir.Constant(v16i16, [1] * 16)
-    quads = []
-    for k in (0, 1):
-        pairs = _call(builder, "llvm.x86.avx2.pmadd.ub.sw", v16i16,
-                      [_half(builder, u, k, 32), _half(builder, s, k, 32)])
-        quads.append(_call(builder, "llvm.x86.avx2.pmadd.wd", ir.VectorType(_I32, 8),
-                           [pairs, ones]))
-    return builder.add(base, builder.shuffle_vector(quads[0], quads[1],
-                                                    ir.Constant(_V16I32, list(range(16)))))
+    return builder.add(base, _pairs_times(builder, _byte_pairs(builder, u, s), _ONE_PAIRS))
 
 
 @intrinsic
@@ -544,10 +557,10 @@ def _pairs_times(builder, a, b):
         return _call(builder, "llvm.x86.avx512.pmaddw.d.512", _V16I32,
                      [builder.bitcast(a, v32i16), builder.bitcast(b, v32i16)])
     v16i16 = ir.VectorType(_I16, 16)
-    halves = [_call(builder, "llvm.x86.avx2.pmadd.wd", ir.VectorType(_I32, 8),
-                    [builder.bitcast(_half(builder, a, k, 8), v16i16),
-                     builder.bitcast(_half(builder, b, k, 8), v16i16)]) for k in (0, 1)]
-    return builder.shuffle_vector(halves[0], halves[1], ir.Constant(_V16I32, list(range(16))))
+    return _join(builder, *(_call(builder, "llvm.x86.avx2.pmadd.wd", ir.VectorType(_I32, 8),
+                                  [builder.bitcast(_half(builder, a, k, 8), v16i16),
+                                   builder.bitcast(_half(builder, b, k, 8), v16i16)])
+                            for k in (0, 1)))
 
 
 @intrinsic
@@ -577,17 +590,10 @@ def idot_scaled(typingctx, acc, u, s, scale):
 
     def codegen(context, builder, sig, args):
         acc, u, s, scale = args
+        pairs = _byte_pairs(builder, u, s)
         if ISA == "avx512vnni":
-            pairs = _call(builder, "llvm.x86.avx512.pmaddubs.w.512", ir.VectorType(_I16, 32),
-                          [u, s])
-            return _call(builder, "llvm.x86.avx512.vpdpwssds.512", _V16I32,
-                         [acc, builder.bitcast(pairs, _V16I32), scale])
-        v16i16 = ir.VectorType(_I16, 16)
-        pairs = [builder.bitcast(_call(builder, "llvm.x86.avx2.pmadd.ub.sw", v16i16,
-                                       [_half(builder, u, k, 32), _half(builder, s, k, 32)]),
-                                 ir.VectorType(_I32, 8)) for k in (0, 1)]
-        both = builder.shuffle_vector(pairs[0], pairs[1], ir.Constant(_V16I32, list(range(16))))
-        return builder.add(acc, _pairs_times(builder, both, scale))
+            return _call(builder, "llvm.x86.avx512.vpdpwssds.512", _V16I32, [acc, pairs, scale])
+        return builder.add(acc, _pairs_times(builder, pairs, scale))
 
     return i32x16(acc, u, s, scale), codegen
 
