@@ -336,6 +336,17 @@ def test_nan_weights_raise_instead_of_emitting_a_token(tmp_path, fixtures):
         model.generate("Hello", max_tokens=2, temperature=0)
 
 
+def test_large_finite_logits_are_not_called_non_finite(fixtures):
+    # the check sums each row in float32 first: a sum past float32's range (finite logits
+    # near its maximum) must fall back to the element test, not raise
+    net = Model(fixtures / "synthetic" / "llama-F32.gguf", n_ctx=64).net
+    logits = np.full((2, net.config.n_vocab), 3e38, np.float32)
+    net._check_finite(logits, 0, 0, 0)
+    logits[1, 5] = np.inf
+    with pytest.raises(NonFiniteLogitsError, match="non-finite logits"):
+        net._check_finite(logits, 0, 0, 0)
+
+
 def test_matvec_out_aliasing_its_input_and_bad_scratch_are_errors():
     from gguf import GGMLQuantizationType as T
 
