@@ -93,9 +93,16 @@ def _softmax(s, lo, end):
     exponentials at a time (`vexp`, ggml's polynomial) each summed as a tree and added into a
     float64 total, the last few through libm, then every value times 1 / total. A function of
     its own, not fast-math whatever its caller's flags."""
-    m = -np.inf
-    for j in range(lo, end):
+    # the maximum in four chains (exact in any order): one chain waits on each compare
+    m0 = m1 = m2 = m3 = -np.inf
+    j = lo
+    while j + 4 <= end:
+        m0, m1, m2, m3 = max(m0, s[j]), max(m1, s[j + 1]), max(m2, s[j + 2]), max(m3, s[j + 3])
+        j += 4
+    m = max(max(m0, m1), max(m2, m3))
+    while j < end:
         m = max(m, s[j])
+        j += 1
     mv = vsplat(m)
     total = 0.0
     j = lo
@@ -121,11 +128,53 @@ def _softmax(s, lo, end):
 
 
 @njit(inline="always")
-def _dot_rest(qv, keys, kj, vec_dim, head_dim, s):
-    """s plus the dimensions past the last whole vector of one key's dot product."""
+def _score(qv, keys, kj, vec_dim, head_dim, s, scale, softcap):
+    """One key's score from s, its dot product's sum over the whole vectors: plus the
+    dimensions past them, times scale, then softcap * tanh(s / softcap) where softcap > 0."""
     for d in range(vec_dim, head_dim):
         s += qv[d] * keys[kj + d]
+    s = s * scale
+    if softcap > 0:
+        s = softcap * np.tanh(s / softcap)
     return s
+
+
+@njit(inline="always")
+def _weigh8(o, sg, vals, vj, j0, vec_dim, head_dim, o2, sg2, two):
+    """o (+)= the weights sg[j0 .. j0 + 7] times eight value rows from vals[vj:], each output
+    lane's sum over the keys in order; with two, the same for a second head (o2, sg2) in the
+    same loop, so two chains of FMAs are in flight instead of one."""
+    w0, w1, w2, w3 = vsplat(sg[j0]), vsplat(sg[j0 + 1]), vsplat(sg[j0 + 2]), vsplat(sg[j0 + 3])
+    w4, w5, w6, w7 = vsplat(sg[j0 + 4]), vsplat(sg[j0 + 5]), vsplat(sg[j0 + 6]), \
+        vsplat(sg[j0 + 7])
+    x0, x1, x2, x3 = vsplat(sg2[j0]), vsplat(sg2[j0 + 1]), vsplat(sg2[j0 + 2]), \
+        vsplat(sg2[j0 + 3])
+    x4, x5, x6, x7 = vsplat(sg2[j0 + 4]), vsplat(sg2[j0 + 5]), vsplat(sg2[j0 + 6]), \
+        vsplat(sg2[j0 + 7])
+    for d in range(0, vec_dim, LANES):
+        v0, v1 = vload_f32(vals, vj + d), vload_f32(vals, vj + head_dim + d)
+        v2, v3 = vload_f32(vals, vj + 2 * head_dim + d), vload_f32(vals, vj + 3 * head_dim + d)
+        v4, v5 = vload_f32(vals, vj + 4 * head_dim + d), vload_f32(vals, vj + 5 * head_dim + d)
+        v6, v7 = vload_f32(vals, vj + 6 * head_dim + d), vload_f32(vals, vj + 7 * head_dim + d)
+        acc = vfma(w0, v0, vload_f32(o, d))
+        acc = vfma(w1, v1, acc)
+        acc = vfma(w2, v2, acc)
+        acc = vfma(w3, v3, acc)
+        acc = vfma(w4, v4, acc)
+        acc = vfma(w5, v5, acc)
+        acc = vfma(w6, v6, acc)
+        acc = vfma(w7, v7, acc)
+        if two:
+            ac2 = vfma(x0, v0, vload_f32(o2, d))
+            ac2 = vfma(x1, v1, ac2)
+            ac2 = vfma(x2, v2, ac2)
+            ac2 = vfma(x3, v3, ac2)
+            ac2 = vfma(x4, v4, ac2)
+            ac2 = vfma(x5, v5, ac2)
+            ac2 = vfma(x6, v6, ac2)
+            ac2 = vfma(x7, v7, ac2)
+            vstore_f32(o2, d, ac2)
+        vstore_f32(o, d, acc)
 
 
 @njit(inline="always")
@@ -164,58 +213,56 @@ def _attend_group(q, k_cache, v_cache, seqs, positions, window, scale, softcap, 
                     a5 = vfma(qd, vload_f32(keys, kj + 5 * head_dim + d), a5)
                     a6 = vfma(qd, vload_f32(keys, kj + 6 * head_dim + d), a6)
                     a7 = vfma(qd, vload_f32(keys, kj + 7 * head_dim + d), a7)
-                sg[j0] = _dot_rest(qv, keys, kj, vec_dim, head_dim, vsum(a0))
-                sg[j0 + 1] = _dot_rest(qv, keys, kj + head_dim, vec_dim, head_dim, vsum(a1))
-                sg[j0 + 2] = _dot_rest(qv, keys, kj + 2 * head_dim, vec_dim, head_dim, vsum(a2))
-                sg[j0 + 3] = _dot_rest(qv, keys, kj + 3 * head_dim, vec_dim, head_dim, vsum(a3))
-                sg[j0 + 4] = _dot_rest(qv, keys, kj + 4 * head_dim, vec_dim, head_dim, vsum(a4))
-                sg[j0 + 5] = _dot_rest(qv, keys, kj + 5 * head_dim, vec_dim, head_dim, vsum(a5))
-                sg[j0 + 6] = _dot_rest(qv, keys, kj + 6 * head_dim, vec_dim, head_dim, vsum(a6))
-                sg[j0 + 7] = _dot_rest(qv, keys, kj + 7 * head_dim, vec_dim, head_dim, vsum(a7))
+                sg[j0] = _score(qv, keys, kj, vec_dim, head_dim, vsum(a0), scale, softcap)
+                sg[j0 + 1] = _score(qv, keys, kj + head_dim, vec_dim, head_dim, vsum(a1), scale,
+                                    softcap)
+                sg[j0 + 2] = _score(qv, keys, kj + 2 * head_dim, vec_dim, head_dim, vsum(a2),
+                                    scale, softcap)
+                sg[j0 + 3] = _score(qv, keys, kj + 3 * head_dim, vec_dim, head_dim, vsum(a3),
+                                    scale, softcap)
+                sg[j0 + 4] = _score(qv, keys, kj + 4 * head_dim, vec_dim, head_dim, vsum(a4),
+                                    scale, softcap)
+                sg[j0 + 5] = _score(qv, keys, kj + 5 * head_dim, vec_dim, head_dim, vsum(a5),
+                                    scale, softcap)
+                sg[j0 + 6] = _score(qv, keys, kj + 6 * head_dim, vec_dim, head_dim, vsum(a6),
+                                    scale, softcap)
+                sg[j0 + 7] = _score(qv, keys, kj + 7 * head_dim, vec_dim, head_dim, vsum(a7),
+                                    scale, softcap)
                 j = j1
             while j < j1:
                 kj = j * head_dim
                 acc = vzero()
                 for d in range(0, vec_dim, LANES):
                     acc = vfma(vload_f32(qv, d), vload_f32(keys, kj + d), acc)
-                sg[j] = _dot_rest(qv, keys, kj, vec_dim, head_dim, vsum(acc))
+                sg[j] = _score(qv, keys, kj, vec_dim, head_dim, vsum(acc), scale, softcap)
                 j += 1
-            for j in range(j0, j1):
-                s = sg[j] * scale
-                if softcap > 0:
-                    s = softcap * np.tanh(s / softcap)
-                sg[j] = s
     for g in range(group):
         _softmax(sc[g], lo, p + 1)
         out[t, h0 + g] = 0.0
     # each output dimension's sum over the keys in order, continued from out a block at a time
     for j0 in range(lo, p + 1, KEY_BLOCK):
         j1 = min(j0 + KEY_BLOCK, p + 1)
-        for g in range(group):
-            o = out[t, h0 + g]
-            sg = sc[g]
-            if j1 - j0 == 8:  # eight keys written out: their weights splat once
-                vj = j0 * head_dim
-                w0, w1, w2, w3 = vsplat(sg[j0]), vsplat(sg[j0 + 1]), vsplat(sg[j0 + 2]), \
-                    vsplat(sg[j0 + 3])
-                w4, w5, w6, w7 = vsplat(sg[j0 + 4]), vsplat(sg[j0 + 5]), vsplat(sg[j0 + 6]), \
-                    vsplat(sg[j0 + 7])
-                for d in range(0, vec_dim, LANES):
-                    acc = vfma(w0, vload_f32(vals, vj + d), vload_f32(o, d))
-                    acc = vfma(w1, vload_f32(vals, vj + head_dim + d), acc)
-                    acc = vfma(w2, vload_f32(vals, vj + 2 * head_dim + d), acc)
-                    acc = vfma(w3, vload_f32(vals, vj + 3 * head_dim + d), acc)
-                    acc = vfma(w4, vload_f32(vals, vj + 4 * head_dim + d), acc)
-                    acc = vfma(w5, vload_f32(vals, vj + 5 * head_dim + d), acc)
-                    acc = vfma(w6, vload_f32(vals, vj + 6 * head_dim + d), acc)
-                    acc = vfma(w7, vload_f32(vals, vj + 7 * head_dim + d), acc)
-                    vstore_f32(o, d, acc)
-            else:
+        if j1 - j0 == 8:  # eight keys written out, two heads at a time
+            vj = j0 * head_dim
+            for g in range(0, group - 1, 2):
+                _weigh8(out[t, h0 + g], sc[g], vals, vj, j0, vec_dim, head_dim,
+                        out[t, h0 + g + 1], sc[g + 1], True)
+            if group % 2:
+                o = out[t, h0 + group - 1]
+                _weigh8(o, sc[group - 1], vals, vj, j0, vec_dim, head_dim, o, sc[group - 1],
+                        False)
+        else:
+            for g in range(group):
+                o = out[t, h0 + g]
+                sg = sc[g]
                 for d in range(0, vec_dim, LANES):
                     acc = vload_f32(o, d)
                     for j in range(j0, j1):
                         acc = vfma(vsplat(sg[j]), vload_f32(vals, j * head_dim + d), acc)
                     vstore_f32(o, d, acc)
+        for g in range(group):
+            o = out[t, h0 + g]
+            sg = sc[g]
             for e in range(vec_dim, head_dim):
                 acc1 = o[e]
                 for j in range(j0, j1):
