@@ -438,43 +438,55 @@ def _unpack_block(int_block, int_part, parts, signed, has_min, w, b, nb, row, U,
 
 
 @njit(inline="always")
-def _int_part(int_part, signed, base_k, has_min, halves, pairs, tile, c, s, w0, w1, w2, w3, k0,
-              k1, k2, k3, b, nb, ub, tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3):
-    """Part c of block b of four rows (their block contexts k0 .. k3, or the group's tile
-    ub = (U, AB, its first step)) into the accumulators of token tok0 (a) and, with pairs, tok1
-    (b); tok = (q, qs, xd, xs) of the token; s is the part's step (64 values) in the row. (At
-    most 30 arguments: past that CPython passes them as *args, which Numba cannot inline.)
-    With halves from the tile, a0 holds rows 0 and 1 side by side, a1 rows 2 and 3
-    (`_tile_store`): a block of one token against two rows in one instruction, in the order
-    of the eight lanes each row has alone."""
-    if tile and halves:
+def _tile_acc(signed, base_k, has_min, halves, s, ub, tok, a0, a1, a2, a3):
+    """One token's four row accumulators over step s of the group's tile ub = (U, AB, its
+    first step); tok = (q, qs, xd, xs) of the token. With halves a0 holds rows 0 and 1 side by
+    side, a1 rows 2 and 3 (`_tile_store`): a block of one token against two rows in one
+    instruction, in the order of the eight lanes each row has alone. The tokens of a pass read
+    the same tile loads (nothing is stored between them, so the compiler loads once)."""
+    if halves:
         for h in range(2):
             o = 2 * s + h  # the 32-value block
             u0, A0, B0 = _tile_load(ub[0], ub[1], s - ub[2], 2 * h)
             u1, A1, B1 = _tile_load(ub[0], ub[1], s - ub[2], 2 * h + 1)
-            q, i0 = load_twice(tok0[0], o * 32), _int_base(base_k, load_twice(tok0[1], o * 8))
-            xd, xs = load_twice(tok0[2], o * 8), load_twice(tok0[3], o * 8)
+            q, i0 = load_twice(tok[0], o * 32), _int_base(base_k, load_twice(tok[1], o * 8))
+            xd, xs = load_twice(tok[2], o * 8), load_twice(tok[3], o * 8)
             a0 = _int_acc(signed, has_min, False, u0, A0, B0, q, i0, xd, xs, a0)
             a1 = _int_acc(signed, has_min, False, u1, A1, B1, q, i0, xd, xs, a1)
-            if pairs:
-                q, i0 = load_twice(tok1[0], o * 32), _int_base(base_k,
-                                                              load_twice(tok1[1], o * 8))
-                xd, xs = load_twice(tok1[2], o * 8), load_twice(tok1[3], o * 8)
-                b0 = _int_acc(signed, has_min, False, u0, A0, B0, q, i0, xd, xs, b0)
-                b1 = _int_acc(signed, has_min, False, u1, A1, B1, q, i0, xd, xs, b1)
-        return a0, a1, a2, a3, b0, b1, b2, b3
+        return a0, a1, a2, a3
+    u0, A0, B0 = _tile_load(ub[0], ub[1], s - ub[2], 0)
+    u1, A1, B1 = _tile_load(ub[0], ub[1], s - ub[2], 1)
+    u2, A2, B2 = _tile_load(ub[0], ub[1], s - ub[2], 2)
+    u3, A3, B3 = _tile_load(ub[0], ub[1], s - ub[2], 3)
+    q, i0 = iload64(tok[0], s * 64), _int_base(base_k, iload16(tok[1], s * 16))
+    xd, xs = vload_f32(tok[2], s * 16), vload_f32(tok[3], s * 16)
+    a0 = _int_acc(signed, has_min, False, u0, A0, B0, q, i0, xd, xs, a0)
+    a1 = _int_acc(signed, has_min, False, u1, A1, B1, q, i0, xd, xs, a1)
+    a2 = _int_acc(signed, has_min, False, u2, A2, B2, q, i0, xd, xs, a2)
+    a3 = _int_acc(signed, has_min, False, u3, A3, B3, q, i0, xd, xs, a3)
+    return a0, a1, a2, a3
+
+
+@njit(inline="always")
+def _int_part(int_part, signed, base_k, has_min, halves, pairs, tile, c, s, w0, w1, w2, w3, k0,
+              k1, k2, k3, b, nb, ub, tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3):
+    """Part c of block b of four rows (their block contexts k0 .. k3, or the group's tile
+    ub = (U, AB, its first step): `_tile_acc`) into the accumulators of token tok0 (a) and,
+    with pairs, tok1 (b); tok = (q, qs, xd, xs) of the token; s is the part's step (64 values)
+    in the row. (At most 30 arguments: past that CPython passes them as *args, which Numba
+    cannot inline.)"""
     if tile:
-        u0, A0, B0 = _tile_load(ub[0], ub[1], s - ub[2], 0)
-        u1, A1, B1 = _tile_load(ub[0], ub[1], s - ub[2], 1)
-        u2, A2, B2 = _tile_load(ub[0], ub[1], s - ub[2], 2)
-        u3, A3, B3 = _tile_load(ub[0], ub[1], s - ub[2], 3)
-    else:
-        u0, A0, B0 = int_part(w0, b, k0, c, nb)
-        u1, A1, B1 = int_part(w1, b, k1, c, nb)
-        u2, A2, B2 = int_part(w2, b, k2, c, nb)
-        u3, A3, B3 = int_part(w3, b, k3, c, nb)
-        u0, u1 = _as_unsigned(signed, u0), _as_unsigned(signed, u1)
-        u2, u3 = _as_unsigned(signed, u2), _as_unsigned(signed, u3)
+        a0, a1, a2, a3 = _tile_acc(signed, base_k, has_min, halves, s, ub, tok0, a0, a1, a2, a3)
+        if pairs:
+            b0, b1, b2, b3 = _tile_acc(signed, base_k, has_min, halves, s, ub, tok1, b0, b1, b2,
+                                       b3)
+        return a0, a1, a2, a3, b0, b1, b2, b3
+    u0, A0, B0 = int_part(w0, b, k0, c, nb)
+    u1, A1, B1 = int_part(w1, b, k1, c, nb)
+    u2, A2, B2 = int_part(w2, b, k2, c, nb)
+    u3, A3, B3 = int_part(w3, b, k3, c, nb)
+    u0, u1 = _as_unsigned(signed, u0), _as_unsigned(signed, u1)
+    u2, u3 = _as_unsigned(signed, u2), _as_unsigned(signed, u3)
     q, i0 = iload64(tok0[0], s * 64), _int_base(base_k, iload16(tok0[1], s * 16))
     xd, xs = vload_f32(tok0[2], s * 16), vload_f32(tok0[3], s * 16)
     a0 = _int_acc(signed, has_min, halves, u0, A0, B0, q, i0, xd, xs, a0)
@@ -498,9 +510,9 @@ def imatvec_tokens(w, X, out, scratch):
     block (PARTS steps of 64 values) first gives each row a context (int_block: its decoded
     scales), which its parts share. Four rows share each loaded activation vector. With several
     tokens (TILE) a group's steps are unpacked once into a tile (u, A, B of every step, 32 steps
-    at a time so it stays in L1) that every pair of tokens reads, a chunk of TOKEN_CHUNK tokens
-    at a time; one token unpacks as it goes. Every (row, token) is summed in the same order
-    whatever n is. scratch is unused (the float route's)."""
+    at a time so it stays in L1) that four tokens (32-value types) or two at a time read, a
+    chunk of TOKEN_CHUNK tokens at a time; one token unpacks as it goes. Every (row, token) is
+    summed in the same order whatever n is. scratch is unused (the float route's)."""
     rows = w.shape[0]
     n, cols = X.shape
     nb = cols // BLOCK
@@ -553,7 +565,36 @@ def imatvec_tokens(w, X, out, scratch):
                             _unpack_block(int_block, int_part, PARTS, SIGNED, HAS_MIN, w3, b, nb,
                                           3, U, AB, kb0 * PARTS)
                     t = t0
-                    while t < t1:
+                    # 32-value types: four tokens a pass, half the tile reads (16 accumulators
+                    # and a step's 12 tile vectors of the other types spill; measured slower)
+                    while TILE and HALVES and t + 4 <= t1:
+                        tk0 = (Q[t], QS[t], XD[t], XS[t])
+                        tk1 = (Q[t + 1], QS[t + 1], XD[t + 1], XS[t + 1])
+                        tk2 = (Q[t + 2], QS[t + 2], XD[t + 2], XS[t + 2])
+                        tk3 = (Q[t + 3], QS[t + 3], XD[t + 3], XS[t + 3])
+                        if kb0 == 0:
+                            a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = vzero()
+                            c0 = c1 = c2 = c3 = e0 = e1 = e2 = e3 = vzero()
+                        else:
+                            a0, a1, a2, a3 = _load4(acc, t - t0)
+                            b0, b1, b2, b3 = _load4(acc, t + 1 - t0)
+                            c0, c1, c2, c3 = _load4(acc, t + 2 - t0)
+                            e0, e1, e2, e3 = _load4(acc, t + 3 - t0)
+                        for s in range(kb0 * PARTS, kb1 * PARTS):
+                            a0, a1, a2, a3 = _tile_acc(SIGNED, BASE_K, HAS_MIN, HALVES, s, ub,
+                                                       tk0, a0, a1, a2, a3)
+                            b0, b1, b2, b3 = _tile_acc(SIGNED, BASE_K, HAS_MIN, HALVES, s, ub,
+                                                       tk1, b0, b1, b2, b3)
+                            c0, c1, c2, c3 = _tile_acc(SIGNED, BASE_K, HAS_MIN, HALVES, s, ub,
+                                                       tk2, c0, c1, c2, c3)
+                            e0, e1, e2, e3 = _tile_acc(SIGNED, BASE_K, HAS_MIN, HALVES, s, ub,
+                                                       tk3, e0, e1, e2, e3)
+                        _store4(acc, t - t0, a0, a1, a2, a3)
+                        _store4(acc, t + 1 - t0, b0, b1, b2, b3)
+                        _store4(acc, t + 2 - t0, c0, c1, c2, c3)
+                        _store4(acc, t + 3 - t0, e0, e1, e2, e3)
+                        t += 4
+                    while t < t1:  # the rest in pairs (one token without PAIRS)
                         u = min(t + 1, t1 - 1)
                         tok0 = (Q[t], QS[t], XD[t], XS[t])
                         tok1 = (Q[u], QS[u], XD[u], XS[u])
@@ -637,7 +678,7 @@ def _ktile_step(U, SC, o, q0, q1, q2, q3, qo, i0, i1, i2, i3, j0, j1, j2, j3, k0
 def _kunpack(kblock, kpart, w, b, bl, k, U, SC, MN, DW):
     """Row k's block b into slot bl of the group's tile: each step's bytes and lane scales (steps
     written out: a constant c folds), the mins into MN (four int32 a row, rows in order), d and
-    dmin into DW (four rows' d four times, then their dmin four times)."""
+    dmin into DW (four rows' d, then their dmin: `_kblock_four` reads each four times)."""
     sc, mn, d, dmin = kblock(w, b)
     for c in (0, 1, 2, 3):
         u, S = kpart(w, b, sc, c)
@@ -645,9 +686,8 @@ def _kunpack(kblock, kpart, w, b, bl, k, U, SC, MN, DW):
         istore(U, o * 64, u)
         istore(SC, o * LANES, S)
     istore(MN, bl * 16 + 4 * k, mn)  # lanes 4-15 (zeros) land where the next rows go
-    for h in (0, 4, 8, 12):  # `_kblock_four`'s lanes: row k of each of four tokens
-        DW[bl * 32 + h + k] = d
-        DW[bl * 32 + 16 + h + k] = dmin
+    DW[bl * 8 + k] = d
+    DW[bl * 8 + 4 + k] = dmin
 
 
 def kmatvec_tokens(w, X, out, scratch):
@@ -683,7 +723,7 @@ def kmatvec_tokens(w, X, out, scratch):
         U = np.empty(tiles * 16 * 64, np.int8)  # (chunk, 4 steps, 4 rows, 64) weight bytes
         SC = np.empty(tiles * 16 * LANES, np.int32)  # (chunk, 4 steps, 4 rows, LANES) scales
         MN = np.empty(tiles * 16 + 12, np.int32)  # (chunk, 4 rows, 4) mins as int16 pairs
-        DW = np.empty(tiles * 32, np.float32)  # (chunk, 2, 4, 4 rows) d, then dmin
+        DW = np.empty(tiles * 8, np.float32)  # (chunk, 2, 4 rows) d, then dmin
         # (quads, 2, LANES) sums and min terms of four tokens, lane 4 * token + row
         acc = np.empty((min(n, TOKEN_CHUNK) + 3) // 4 * 2 * LANES, np.float32)
         for t0 in range(0, n, TOKEN_CHUNK if TILE else n):
@@ -753,8 +793,8 @@ def _kblock_four(U, SC, MN, DW, b, bl, q0, q1, q2, q3, s0, s1, s2, s3, x0, x1, x
     m_23 = imerge4(ipairs_times(mins, iload4_x4(s2, b * 4)),
                    ipairs_times(mins, iload4_x4(s3, b * 4)))
     dx = vtokens_four(x0, x1, x2, x3)
-    a = vfma(itof(isum), vmul(vload_f32(DW, bl * 32), dx), a)
-    return a, vfma(itof(imerge2(m_01, m_23)), vmul(vload_f32(DW, bl * 32 + 16), dx), m)
+    a = vfma(itof(isum), vmul(iload4_x4(DW, bl * 8), dx), a)
+    return a, vfma(itof(imerge2(m_01, m_23)), vmul(iload4_x4(DW, bl * 8 + 4), dx), m)
 
 
 @njit(inline="always")

@@ -120,7 +120,7 @@ ACT_BLOCK = 256
 @byte_program
 def _int_bytes(by, p):
     v = by.load(p, 32)
-    return by.cat(by.lo4(v), by.hi4(v))
+    return by.nibbles(v)
 
 
 @njit(inline="always")
