@@ -176,7 +176,9 @@ class Transformer:
         # rows took 1.4 ms, 3% of a batched Gemma step), is NaN or infinite if any value is; a
         # finite sum past float32's range is told apart by the element test. Sampling would
         # otherwise pick token 0 at temperature 0 and say nothing
-        if not (np.isfinite(logits @ self._ones).all() or np.isfinite(logits).all()):
+        with np.errstate(over="ignore", invalid="ignore"):  # the fallback decides, silently
+            finite = np.isfinite(logits @ self._ones).all() or np.isfinite(logits).all()
+        if not finite:
             for s in ([seq] if seq is not None else range(self.cache.n_seq)):
                 self.cache.truncate(s, min(first, len(self.cache.tokens[s])))
             raise NonFiniteLogitsError(
