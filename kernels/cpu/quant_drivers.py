@@ -438,6 +438,20 @@ def _unpack_block(int_block, int_part, parts, signed, has_min, w, b, nb, row, U,
 
 
 @njit(inline="always")
+def _step4(signed, base_k, has_min, halves, s, tok, u0, u1, u2, u3, A0, A1, A2, A3, B0, B1, B2,
+           B3, a0, a1, a2, a3):
+    """Four rows' step s (their u, A, B) into one token's four accumulators; tok = (q, qs, xd,
+    xs) of the token."""
+    q, i0 = iload64(tok[0], s * 64), _int_base(base_k, iload16(tok[1], s * 16))
+    xd, xs = vload_f32(tok[2], s * 16), vload_f32(tok[3], s * 16)
+    a0 = _int_acc(signed, has_min, halves, u0, A0, B0, q, i0, xd, xs, a0)
+    a1 = _int_acc(signed, has_min, halves, u1, A1, B1, q, i0, xd, xs, a1)
+    a2 = _int_acc(signed, has_min, halves, u2, A2, B2, q, i0, xd, xs, a2)
+    a3 = _int_acc(signed, has_min, halves, u3, A3, B3, q, i0, xd, xs, a3)
+    return a0, a1, a2, a3
+
+
+@njit(inline="always")
 def _tile_acc(signed, base_k, has_min, halves, s, ub, tok, a0, a1, a2, a3):
     """One token's four row accumulators over step s of the group's tile ub = (U, AB, its
     first step); tok = (q, qs, xd, xs) of the token. With halves a0 holds rows 0 and 1 side by
@@ -458,13 +472,8 @@ def _tile_acc(signed, base_k, has_min, halves, s, ub, tok, a0, a1, a2, a3):
     u1, A1, B1 = _tile_load(ub[0], ub[1], s - ub[2], 1)
     u2, A2, B2 = _tile_load(ub[0], ub[1], s - ub[2], 2)
     u3, A3, B3 = _tile_load(ub[0], ub[1], s - ub[2], 3)
-    q, i0 = iload64(tok[0], s * 64), _int_base(base_k, iload16(tok[1], s * 16))
-    xd, xs = vload_f32(tok[2], s * 16), vload_f32(tok[3], s * 16)
-    a0 = _int_acc(signed, has_min, False, u0, A0, B0, q, i0, xd, xs, a0)
-    a1 = _int_acc(signed, has_min, False, u1, A1, B1, q, i0, xd, xs, a1)
-    a2 = _int_acc(signed, has_min, False, u2, A2, B2, q, i0, xd, xs, a2)
-    a3 = _int_acc(signed, has_min, False, u3, A3, B3, q, i0, xd, xs, a3)
-    return a0, a1, a2, a3
+    return _step4(signed, base_k, has_min, False, s, tok, u0, u1, u2, u3, A0, A1, A2, A3, B0, B1,
+                  B2, B3, a0, a1, a2, a3)
 
 
 @njit(inline="always")
@@ -487,19 +496,11 @@ def _int_part(int_part, signed, base_k, has_min, halves, pairs, tile, c, s, w0, 
     u3, A3, B3 = int_part(w3, b, k3, c, nb)
     u0, u1 = _as_unsigned(signed, u0), _as_unsigned(signed, u1)
     u2, u3 = _as_unsigned(signed, u2), _as_unsigned(signed, u3)
-    q, i0 = iload64(tok0[0], s * 64), _int_base(base_k, iload16(tok0[1], s * 16))
-    xd, xs = vload_f32(tok0[2], s * 16), vload_f32(tok0[3], s * 16)
-    a0 = _int_acc(signed, has_min, halves, u0, A0, B0, q, i0, xd, xs, a0)
-    a1 = _int_acc(signed, has_min, halves, u1, A1, B1, q, i0, xd, xs, a1)
-    a2 = _int_acc(signed, has_min, halves, u2, A2, B2, q, i0, xd, xs, a2)
-    a3 = _int_acc(signed, has_min, halves, u3, A3, B3, q, i0, xd, xs, a3)
+    a0, a1, a2, a3 = _step4(signed, base_k, has_min, halves, s, tok0, u0, u1, u2, u3, A0, A1,
+                            A2, A3, B0, B1, B2, B3, a0, a1, a2, a3)
     if pairs:
-        q, i0 = iload64(tok1[0], s * 64), _int_base(base_k, iload16(tok1[1], s * 16))
-        xd, xs = vload_f32(tok1[2], s * 16), vload_f32(tok1[3], s * 16)
-        b0 = _int_acc(signed, has_min, halves, u0, A0, B0, q, i0, xd, xs, b0)
-        b1 = _int_acc(signed, has_min, halves, u1, A1, B1, q, i0, xd, xs, b1)
-        b2 = _int_acc(signed, has_min, halves, u2, A2, B2, q, i0, xd, xs, b2)
-        b3 = _int_acc(signed, has_min, halves, u3, A3, B3, q, i0, xd, xs, b3)
+        b0, b1, b2, b3 = _step4(signed, base_k, has_min, halves, s, tok1, u0, u1, u2, u3, A0, A1,
+                                A2, A3, B0, B1, B2, B3, b0, b1, b2, b3)
     return a0, a1, a2, a3, b0, b1, b2, b3
 
 
