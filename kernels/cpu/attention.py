@@ -140,40 +140,42 @@ def _score(qv, keys, kj, vec_dim, head_dim, s, scale, softcap):
 
 
 @njit(inline="always")
+def _splat8(sg, j0):
+    """The weights sg[j0 .. j0 + 7], each in every lane."""
+    return (vsplat(sg[j0]), vsplat(sg[j0 + 1]), vsplat(sg[j0 + 2]), vsplat(sg[j0 + 3]),
+            vsplat(sg[j0 + 4]), vsplat(sg[j0 + 5]), vsplat(sg[j0 + 6]), vsplat(sg[j0 + 7]))
+
+
+@njit(inline="always")
+def _fma8(acc, w0, w1, w2, w3, w4, w5, w6, w7, v0, v1, v2, v3, v4, v5, v6, v7):
+    """acc + w0 v0 + ... + w7 v7, one FMA after the other (the keys in order)."""
+    acc = vfma(w0, v0, acc)
+    acc = vfma(w1, v1, acc)
+    acc = vfma(w2, v2, acc)
+    acc = vfma(w3, v3, acc)
+    acc = vfma(w4, v4, acc)
+    acc = vfma(w5, v5, acc)
+    acc = vfma(w6, v6, acc)
+    return vfma(w7, v7, acc)
+
+
+@njit(inline="always")
 def _weigh8(o, sg, vals, vj, j0, vec_dim, head_dim, o2, sg2, two):
     """o (+)= the weights sg[j0 .. j0 + 7] times eight value rows from vals[vj:], each output
     lane's sum over the keys in order; with two, the same for a second head (o2, sg2) in the
     same loop, so two chains of FMAs are in flight instead of one."""
-    w0, w1, w2, w3 = vsplat(sg[j0]), vsplat(sg[j0 + 1]), vsplat(sg[j0 + 2]), vsplat(sg[j0 + 3])
-    w4, w5, w6, w7 = vsplat(sg[j0 + 4]), vsplat(sg[j0 + 5]), vsplat(sg[j0 + 6]), \
-        vsplat(sg[j0 + 7])
-    x0, x1, x2, x3 = vsplat(sg2[j0]), vsplat(sg2[j0 + 1]), vsplat(sg2[j0 + 2]), \
-        vsplat(sg2[j0 + 3])
-    x4, x5, x6, x7 = vsplat(sg2[j0 + 4]), vsplat(sg2[j0 + 5]), vsplat(sg2[j0 + 6]), \
-        vsplat(sg2[j0 + 7])
+    w0, w1, w2, w3, w4, w5, w6, w7 = _splat8(sg, j0)
+    x0, x1, x2, x3, x4, x5, x6, x7 = _splat8(sg2, j0)
     for d in range(0, vec_dim, LANES):
         v0, v1 = vload_f32(vals, vj + d), vload_f32(vals, vj + head_dim + d)
         v2, v3 = vload_f32(vals, vj + 2 * head_dim + d), vload_f32(vals, vj + 3 * head_dim + d)
         v4, v5 = vload_f32(vals, vj + 4 * head_dim + d), vload_f32(vals, vj + 5 * head_dim + d)
         v6, v7 = vload_f32(vals, vj + 6 * head_dim + d), vload_f32(vals, vj + 7 * head_dim + d)
-        acc = vfma(w0, v0, vload_f32(o, d))
-        acc = vfma(w1, v1, acc)
-        acc = vfma(w2, v2, acc)
-        acc = vfma(w3, v3, acc)
-        acc = vfma(w4, v4, acc)
-        acc = vfma(w5, v5, acc)
-        acc = vfma(w6, v6, acc)
-        acc = vfma(w7, v7, acc)
+        acc = _fma8(vload_f32(o, d), w0, w1, w2, w3, w4, w5, w6, w7, v0, v1, v2, v3, v4, v5, v6,
+                    v7)
         if two:
-            ac2 = vfma(x0, v0, vload_f32(o2, d))
-            ac2 = vfma(x1, v1, ac2)
-            ac2 = vfma(x2, v2, ac2)
-            ac2 = vfma(x3, v3, ac2)
-            ac2 = vfma(x4, v4, ac2)
-            ac2 = vfma(x5, v5, ac2)
-            ac2 = vfma(x6, v6, ac2)
-            ac2 = vfma(x7, v7, ac2)
-            vstore_f32(o2, d, ac2)
+            vstore_f32(o2, d, _fma8(vload_f32(o2, d), x0, x1, x2, x3, x4, x5, x6, x7, v0, v1, v2,
+                                    v3, v4, v5, v6, v7))
         vstore_f32(o, d, acc)
 
 
