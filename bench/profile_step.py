@@ -60,7 +60,7 @@ def instrument(lm_head_rows: int) -> None:
                 kernel = getattr(ns, attr)
 
                 def matvec(w, X, out, scratch, mv=kernel, name=f"{route}{t.name}"):
-                    label = (f"{name} matvec LM head" if w.shape[0] == lm_head_rows
+                    label = (f"{name} matvec LM head" if out.shape[1] == lm_head_rows
                              else f"{name} matvec")
                     return timed(label, mv)(w, X, out, scratch)
 

@@ -8,6 +8,7 @@ gguf-py's `GGUFReader` builds a NumPy object per vocabulary string (8 s and +720
 from __future__ import annotations
 
 import math
+import mmap
 import re
 import struct
 from dataclasses import dataclass
@@ -408,3 +409,20 @@ class GGUFFile:
     @property
     def size(self) -> int:
         return len(self._buf)
+
+
+def drop_pages(view: np.ndarray) -> None:
+    """Take the pages under `view`, a view of a file mapped by `GGUFFile`, out of this
+    process's memory (they stay in the page cache and come back when read): for a matrix
+    whose kernels read a packed copy, so that it is not held twice. Anything else is left."""
+    base = view
+    while base is not None and not isinstance(base, np.memmap):
+        base = base.base
+    m = getattr(base, "_mmap", None)
+    if m is None or not hasattr(m, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    start = view.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages inside the view only
+    end = (start + view.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+    if 0 <= first < end <= len(m):
+        m.madvise(mmap.MADV_DONTNEED, first, end - first)

@@ -8,7 +8,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from .config import Config
-from .gguf_file import GGUFError, GGUFFile, TensorInfo
+from .gguf_file import GGUFError, GGUFFile, TensorInfo, drop_pages
 from .kernels.quantized import block_rows, dequantize, matmul_view, matvec_scratch
 from .kernels.registry import TypeKernels, UnsupportedTypeError
 
@@ -35,6 +35,9 @@ class Linear:
         self.bias = bias  # (rows,) float32 or None
         self._scratch = matvec_scratch(self.tk, self.rows)  # (n_parts, 4 * block)
         self._out: np.ndarray | None = None  # (MATVEC_MAX_TOKENS * rows,), made when needed
+        # w as the integer route reads it (its kernels' `prepare`: the 32-value types pack
+        # their rows), made when the route first multiplies with it
+        self._int_w: np.ndarray | None = None
 
     def matvec(self, X: np.ndarray, out: np.ndarray, integer: bool = False,
                staging: np.ndarray | None = None) -> np.ndarray:
@@ -42,10 +45,18 @@ class Linear:
         summed exactly as if it were alone. integer: the integer route's kernels (activations
         quantized to int8), where this type has them; else the float ones (exact). staging:
         a flat float32 buffer for a non-contiguous out (this Linear's own otherwise)."""
-        kernels = self.tk.kernels.integer if self.integer_route(integer) else self.tk.kernels
+        if self.integer_route(integer):
+            kernels = self.tk.kernels.integer
+            if self._int_w is None:
+                self._int_w = kernels.prepare(self.w)
+                if self._int_w is not self.w:
+                    drop_pages(self.w)  # read from its packed copy from now on
+            w = self._int_w
+        else:
+            kernels, w = self.tk.kernels, self.w
         kernel = kernels.matvec_one if X.shape[0] == 1 else kernels.matvec_tokens
         if out.flags.c_contiguous:
-            kernel(self.w, X, out, self._scratch)
+            kernel(w, X, out, self._scratch)
         else:
             # a column block of a wider buffer (gate and up side by side): through a
             # C-contiguous buffer, as many tokens at a time as it holds, so the kernels compile
@@ -58,7 +69,7 @@ class Linear:
             for t0 in range(0, X.shape[0], step):
                 t1 = min(X.shape[0], t0 + step)
                 buf = staging[:(t1 - t0) * self.rows].reshape(t1 - t0, self.rows)
-                kernel(self.w, X[t0:t1], buf, self._scratch)
+                kernel(w, X[t0:t1], buf, self._scratch)
                 out[t0:t1] = buf
         if self.bias is not None:
             out += self.bias

@@ -93,8 +93,9 @@ def matvec(data, ggml_type, shape, x, out=None, integer: bool = False) -> np.nda
         raise ValueError(f"x must have shape ({cols},), got {x.shape}")
     out = _out(out, (rows,), x, w)
     if integer:
-        integer_kernels(tk).matvec_one(w, x.reshape(1, -1), out.reshape(1, -1),
-                                       matvec_scratch(tk, rows))
+        ik = integer_kernels(tk)
+        ik.matvec_one(ik.prepare(w), x.reshape(1, -1), out.reshape(1, -1),
+                      matvec_scratch(tk, rows))
     else:
         tk.kernels.matvec_rows(w, x, out, matvec_scratch(tk, rows))
     return out

@@ -59,10 +59,9 @@ def test_teacher_forced_logits(run):
         # the README asks 0.97 of an engine that quantizes activations as llama.cpp does, but
         # llama.cpp 0.3.36 itself, run here on the same tokens, does not reproduce the golden
         # run bit for bit and agrees with it at 0.960 (0.953 without its repacked weights; 4
-        # of 7 greedy prompts). The integer route measures 0.949 (Q4_K in the repacked
-        # kernels' order; 0.963 with the earlier float form): the bar is llama.cpp's own here,
-        # less 0.015
-        assert agree / total >= 0.945, f"argmax agreement {agree / total:.4f}"
+        # of 7 greedy prompts). The integer route measures 0.955 (0.949 before the 32-value
+        # types' packed rows): the bar is llama.cpp's own here, less 0.01
+        assert agree / total >= 0.95, f"argmax agreement {agree / total:.4f}"
 
 
 def test_free_running_greedy(run):
@@ -71,6 +70,6 @@ def test_free_running_greedy(run):
     for i in range(7):
         res = model.generate(golden[f"prompt_tokens_{i}"].tolist(), max_tokens=16, temperature=0)
         matches += res.tokens == golden[_key(model, f"greedy_{i}")][:16].tolist()
-    # the integer route: 3 of 7 measured, llama.cpp itself run here 4 (the README asks 7), see
-    # the agreement above
-    assert matches >= (6 if model.route == "exact" else 3), f"{matches} of 7 prompts"
+    # the integer route: 6 of 7 measured (3 before the packed rows), llama.cpp itself run here
+    # 4 (the README asks 7), see the agreement above
+    assert matches >= (6 if model.route == "exact" else 5), f"{matches} of 7 prompts"

@@ -88,10 +88,10 @@ def test_integer_matvec_matches_float64_on_quantized_activations(t):
         assert np.abs(alone[i] - ref).max() / np.abs(ref).max() <= 2e-6
         exact = W @ X[i].astype(np.float64)  # and the quantization's own error is small
         assert np.abs(alone[i] - exact).max() / np.abs(exact).max() <= 3e-2
-    scratch = matvec_scratch(tk, rows)
+    scratch, ik = matvec_scratch(tk, rows), tk.kernels.integer
     for n in (2, 5, 9):
         out = np.full((n, rows), np.nan, np.float32)
-        tk.kernels.integer.matvec_tokens(w, X[:n], out, scratch)
+        ik.matvec_tokens(ik.prepare(w), X[:n], out, scratch)
         np.testing.assert_array_equal(out.view(np.uint32), alone[:n].view(np.uint32))
 
 
@@ -110,7 +110,8 @@ def test_tiles_over_token_and_step_chunks(t):
     tk, w = block_rows(data, t, (rows, cols))
     X = rng.standard_normal((n, cols)).astype(np.float32)
     out = np.full((n, rows), np.nan, np.float32)
-    tk.kernels.integer.matvec_tokens(w, X, out, matvec_scratch(tk, rows))
+    ik = tk.kernels.integer
+    ik.matvec_tokens(ik.prepare(w), X, out, matvec_scratch(tk, rows))
     W = float64_reference(data, t, (rows, cols))
     for i in (0, 31, 32, n - 1):
         alone = kernels.matvec(data, t, (rows, cols), X[i], integer=True)

@@ -23,7 +23,6 @@ from gguf_engine.kernels.cpu.simd import (
     vstore_f32,
     vsub,
     vsum,
-    vsum8,
     vzero,
 )
 from gguf_engine.kernels.cpu.simd_int import (
@@ -151,24 +150,6 @@ def test_vexp_against_float64():
     assert out[0] == 1.0 and out[1] == 1.0 and np.isnan(out[2])
     # clamped where 2^n leaves the normal floats: underflow to the smallest, not 0 or garbage
     assert 0 < out[3] == out[4] < 2e-38 and 1e38 < out[5] < np.inf
-
-
-@njit
-def _half_sums(v, out):
-    out[0] = vsum8(vload_f32(v, 0), 0)
-    out[1] = vsum8(vload_f32(v, 0), 1)
-    out[2] = vsum(vload_f32(v, 16))
-
-
-def test_vsum8_sums_a_half_as_vsum_sums_eight_lanes():
-    v = rng.standard_normal(32).astype(np.float32)
-    v[24:] = 0  # the second vector: lanes 0-7 of the first's high half, zeros above
-    v[16:24] = v[8:16]
-    out = np.empty(3, np.float32)
-    _half_sums(v, out)
-    assert out[1] == out[2]  # the same tree, bit for bit
-    assert abs(out[0] - v[:8].astype(np.float64).sum()) < 1e-5
-
 
 
 @njit

@@ -23,12 +23,12 @@ from .simd import (
     vsplat2,
     vstore_f32,
     vsum,
-    vsum8,
     vzero,
 )
 from .simd_int import (
     SIGN_BY_OFFSET,
     byte_program,
+    ibcast4,
     icat4,
     idot,
     idot_scaled,
@@ -42,13 +42,10 @@ from .simd_int import (
     imerge8,
     imerge16,
     ipairs_times,
+    isplat,
     istore,
     itof,
     izero,
-    load_twice,
-    store_half,
-    vhi8,
-    vlo8,
     vrows_one,
     vtokens_four,
 )
@@ -151,7 +148,7 @@ def int_parts_from_blocks(program, type_size, has_min):
     """The integer route's (int_block, int_part) for 32-value types: a part is two blocks,
     d (f16) at each block's start, program(w, p0, p1) their 64 byte lanes; with has_min B is
     each block's m (f16) after d. A row with an odd block count repeats its last block in the
-    last part, against activations padded with zeros."""
+    last part (`pack_rows` reads only the real ones)."""
 
     @njit(inline="always")
     def int_block(w, b, nb):
@@ -178,10 +175,10 @@ def x_itself(x):
 
 
 # The per-type names the loop templates below read; `build` binds them for each type.
-BLOCK = STEP = STEP_UNITS = LINE_UNITS = ACT_BLOCK = PARTS = BLOCK_BYTES = 1
+BLOCK = STEP = STEP_UNITS = LINE_UNITS = ACT_BLOCK = BLOCK_BYTES = 1
 PAIRS = True
-SIGNED = HAS_MIN = HALVES = TILE = False
-BASE_K = 0
+SIGNED = HAS_MIN = TILE = False
+BASE_K = OFFSET = 0
 dequant_block = dot4_block = derive_x = int_block = int_part = kblock = kpart = None
 
 
@@ -244,12 +241,9 @@ def _load4(acc, t):
 
 
 @njit(inline="always")
-def _sums4(acc, t, side_by_side):
-    """Token t's four row sums: each accumulator of acc (n * 4 * LANES,) summed once, or with
-    side_by_side rows 0, 1 in the halves of the first and rows 2, 3 in the second's."""
+def _sums4(acc, t):
+    """Token t's four row sums: each accumulator of acc (n * 4 * LANES,) summed once."""
     a0, a1, a2, a3 = _load4(acc, t)
-    if side_by_side:
-        return vsum8(a0, 0), vsum8(a0, 1), vsum8(a1, 0), vsum8(a1, 1)
     return vsum(a0), vsum(a1), vsum(a2), vsum(a3)
 
 
@@ -323,7 +317,7 @@ def matvec_tokens(w, X, out, scratch):
                 t += 2 if PAIRS else 1
             for t in range(n):
                 x = X[t]
-                t0, t1, t2, t3 = _sums4(acc, t, False)
+                t0, t1, t2, t3 = _sums4(acc, t)
                 for b in range(n_steps * STEP // BLOCK, cols // BLOCK):
                     dequant_block(w0, b, tmp, 0)
                     dequant_block(w1, b, tmp, BLOCK)
@@ -348,29 +342,19 @@ def _int_base(base_k, v):
 
 
 @njit(inline="always")
-def _int_acc(signed, has_min, halves, u, a, b, q, base, xd, xs, acc):
+def _int_acc(signed, has_min, u, a, b, q, base, xd, xs, acc):
     """acc + one row's step against one token's (q, base, xd, xs), lane by lane:
     A * d * (q_w . q - OFFSET * sum(q)) + B * d * sum(q) (base: `_int_base`); B (a block's min)
-    is a float term of its own. signed, has_min, halves: the bound type's SIGNED, HAS_MIN, and
-    whether u holds two 32-value blocks that llama.cpp adds one after the other into eight
-    lanes (lanes 0-7 of acc). All constants here (an inlined function reads this module's
-    globals, not the bound copy's)."""
+    is a float term of its own. signed, has_min: the bound type's SIGNED and HAS_MIN
+    (an inlined function reads this module's globals, not the bound copy's)."""
     if signed and not SIGN_BY_OFFSET:
-        isum = idot_signed(u, q)
+        isum = idot_signed(izero(), u, q)
     else:
         isum = idot(base, u, q)
     t = vmul(a, xd)
-    f = itof(isum)
-    if halves:
-        if has_min:
-            acc = vfma(vlo8(b), vlo8(xs), acc)
-        acc = vfma(vlo8(t), vlo8(f), acc)
-        if has_min:
-            acc = vfma(vhi8(b), vhi8(xs), acc)
-        return vfma(vhi8(t), vhi8(f), acc)
     if has_min:
         acc = vfma(b, xs, acc)
-    return vfma(t, f, acc)
+    return vfma(t, itof(isum), acc)
 
 
 @njit(inline="always")
@@ -398,86 +382,61 @@ def _tile_load(U, AB, s, row):
 
 
 @njit(inline="always")
-def _tile_store(U, AB, has_min, halves, s, row, u, a, bt):
-    """Row `row`'s (u, A, B) of step s into the group's tile (B only where the type has one).
-    With halves (two 32-value blocks a step) the tile holds rows side by side a block at a
-    time, [row 0 | row 1] then [row 2 | row 3] for the step's first block, then for its
-    second: what `_int_part` multiplies in one instruction, each row in its own eight lanes."""
-    if halves:
-        for h in range(2):
-            o = s * 4 + 2 * h + row // 2
-            k = row % 2
-            store_half(U, o * 64 + 32 * k, u, h)
-            store_half(AB, o * 2 * LANES + 8 * k, a, h)
-            if has_min:
-                store_half(AB, (o * 2 + 1) * LANES + 8 * k, bt, h)
-    else:
-        o = s * 4 + row
-        istore(U, o * 64, u)
-        vstore_f32(AB, o * 2 * LANES, a)
-        if has_min:
-            vstore_f32(AB, (o * 2 + 1) * LANES, bt)
+def _tile_store(U, AB, has_min, s, row, u, a, bt):
+    """Row `row`'s (u, A, B) of step s into the group's tile (B only where the type has one)."""
+    o = s * 4 + row
+    istore(U, o * 64, u)
+    vstore_f32(AB, o * 2 * LANES, a)
+    if has_min:
+        vstore_f32(AB, (o * 2 + 1) * LANES, bt)
 
 
 @njit(inline="always")
-def _unpack_block(int_block, int_part, parts, signed, has_min, w, b, nb, row, U, AB, s0):
-    """Row `row`'s block b into the group's tile, whose first step is s0 (parts written out: a
-    constant c folds). int_block and int_part are called here, not passed on: Numba cannot
-    inline a closure handed down two levels."""
+def _unpack_block(int_block, int_part, signed, has_min, w, b, nb, row, U, AB, s0):
+    """Row `row`'s block b (four parts) into the group's tile, whose first step is s0 (parts
+    written out: a constant c folds). int_block and int_part are called here, not passed on:
+    Numba cannot inline a closure handed down two levels."""
     k = int_block(w, b, nb)
-    s = b * parts - s0
+    s = b * 4 - s0
     u, a, bt = int_part(w, b, k, 0, nb)
-    _tile_store(U, AB, has_min, parts == 1, s, row, _as_unsigned(signed, u), a, bt)
-    if parts == 4:
-        u, a, bt = int_part(w, b, k, 1, nb)
-        _tile_store(U, AB, has_min, False, s + 1, row, _as_unsigned(signed, u), a, bt)
-        u, a, bt = int_part(w, b, k, 2, nb)
-        _tile_store(U, AB, has_min, False, s + 2, row, _as_unsigned(signed, u), a, bt)
-        u, a, bt = int_part(w, b, k, 3, nb)
-        _tile_store(U, AB, has_min, False, s + 3, row, _as_unsigned(signed, u), a, bt)
+    _tile_store(U, AB, has_min, s, row, _as_unsigned(signed, u), a, bt)
+    u, a, bt = int_part(w, b, k, 1, nb)
+    _tile_store(U, AB, has_min, s + 1, row, _as_unsigned(signed, u), a, bt)
+    u, a, bt = int_part(w, b, k, 2, nb)
+    _tile_store(U, AB, has_min, s + 2, row, _as_unsigned(signed, u), a, bt)
+    u, a, bt = int_part(w, b, k, 3, nb)
+    _tile_store(U, AB, has_min, s + 3, row, _as_unsigned(signed, u), a, bt)
 
 
 @njit(inline="always")
-def _step4(signed, base_k, has_min, halves, s, tok, u0, u1, u2, u3, A0, A1, A2, A3, B0, B1, B2,
+def _step4(signed, base_k, has_min, s, tok, u0, u1, u2, u3, A0, A1, A2, A3, B0, B1, B2,
            B3, a0, a1, a2, a3):
     """Four rows' step s (their u, A, B) into one token's four accumulators; tok = (q, qs, xd,
     xs) of the token."""
     q, i0 = iload64(tok[0], s * 64), _int_base(base_k, iload16(tok[1], s * 16))
     xd, xs = vload_f32(tok[2], s * 16), vload_f32(tok[3], s * 16)
-    a0 = _int_acc(signed, has_min, halves, u0, A0, B0, q, i0, xd, xs, a0)
-    a1 = _int_acc(signed, has_min, halves, u1, A1, B1, q, i0, xd, xs, a1)
-    a2 = _int_acc(signed, has_min, halves, u2, A2, B2, q, i0, xd, xs, a2)
-    a3 = _int_acc(signed, has_min, halves, u3, A3, B3, q, i0, xd, xs, a3)
+    a0 = _int_acc(signed, has_min, u0, A0, B0, q, i0, xd, xs, a0)
+    a1 = _int_acc(signed, has_min, u1, A1, B1, q, i0, xd, xs, a1)
+    a2 = _int_acc(signed, has_min, u2, A2, B2, q, i0, xd, xs, a2)
+    a3 = _int_acc(signed, has_min, u3, A3, B3, q, i0, xd, xs, a3)
     return a0, a1, a2, a3
 
 
 @njit(inline="always")
-def _tile_acc(signed, base_k, has_min, halves, s, ub, tok, a0, a1, a2, a3):
+def _tile_acc(signed, base_k, has_min, s, ub, tok, a0, a1, a2, a3):
     """One token's four row accumulators over step s of the group's tile ub = (U, AB, its
-    first step); tok = (q, qs, xd, xs) of the token. With halves a0 holds rows 0 and 1 side by
-    side, a1 rows 2 and 3 (`_tile_store`): a block of one token against two rows in one
-    instruction, in the order of the eight lanes each row has alone. The tokens of a pass read
-    the same tile loads (nothing is stored between them, so the compiler loads once)."""
-    if halves:
-        for h in range(2):
-            o = 2 * s + h  # the 32-value block
-            u0, A0, B0 = _tile_load(ub[0], ub[1], s - ub[2], 2 * h)
-            u1, A1, B1 = _tile_load(ub[0], ub[1], s - ub[2], 2 * h + 1)
-            q, i0 = load_twice(tok[0], o * 32), _int_base(base_k, load_twice(tok[1], o * 8))
-            xd, xs = load_twice(tok[2], o * 8), load_twice(tok[3], o * 8)
-            a0 = _int_acc(signed, has_min, False, u0, A0, B0, q, i0, xd, xs, a0)
-            a1 = _int_acc(signed, has_min, False, u1, A1, B1, q, i0, xd, xs, a1)
-        return a0, a1, a2, a3
+    first step); tok = (q, qs, xd, xs) of the token. The tokens of a pass read the same tile
+    loads (nothing is stored between them, so the compiler loads once)."""
     u0, A0, B0 = _tile_load(ub[0], ub[1], s - ub[2], 0)
     u1, A1, B1 = _tile_load(ub[0], ub[1], s - ub[2], 1)
     u2, A2, B2 = _tile_load(ub[0], ub[1], s - ub[2], 2)
     u3, A3, B3 = _tile_load(ub[0], ub[1], s - ub[2], 3)
-    return _step4(signed, base_k, has_min, False, s, tok, u0, u1, u2, u3, A0, A1, A2, A3, B0, B1,
+    return _step4(signed, base_k, has_min, s, tok, u0, u1, u2, u3, A0, A1, A2, A3, B0, B1,
                   B2, B3, a0, a1, a2, a3)
 
 
 @njit(inline="always")
-def _int_part(int_part, signed, base_k, has_min, halves, pairs, tile, c, s, w0, w1, w2, w3, k0,
+def _int_part(int_part, signed, base_k, has_min, pairs, tile, c, s, w0, w1, w2, w3, k0,
               k1, k2, k3, b, nb, ub, tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3):
     """Part c of block b of four rows (their block contexts k0 .. k3, or the group's tile
     ub = (U, AB, its first step): `_tile_acc`) into the accumulators of token tok0 (a) and,
@@ -485,10 +444,9 @@ def _int_part(int_part, signed, base_k, has_min, halves, pairs, tile, c, s, w0, 
     in the row. (At most 30 arguments: past that CPython passes them as *args, which Numba
     cannot inline.)"""
     if tile:
-        a0, a1, a2, a3 = _tile_acc(signed, base_k, has_min, halves, s, ub, tok0, a0, a1, a2, a3)
+        a0, a1, a2, a3 = _tile_acc(signed, base_k, has_min, s, ub, tok0, a0, a1, a2, a3)
         if pairs:
-            b0, b1, b2, b3 = _tile_acc(signed, base_k, has_min, halves, s, ub, tok1, b0, b1, b2,
-                                       b3)
+            b0, b1, b2, b3 = _tile_acc(signed, base_k, has_min, s, ub, tok1, b0, b1, b2, b3)
         return a0, a1, a2, a3, b0, b1, b2, b3
     u0, A0, B0 = int_part(w0, b, k0, c, nb)
     u1, A1, B1 = int_part(w1, b, k1, c, nb)
@@ -496,29 +454,30 @@ def _int_part(int_part, signed, base_k, has_min, halves, pairs, tile, c, s, w0, 
     u3, A3, B3 = int_part(w3, b, k3, c, nb)
     u0, u1 = _as_unsigned(signed, u0), _as_unsigned(signed, u1)
     u2, u3 = _as_unsigned(signed, u2), _as_unsigned(signed, u3)
-    a0, a1, a2, a3 = _step4(signed, base_k, has_min, halves, s, tok0, u0, u1, u2, u3, A0, A1,
-                            A2, A3, B0, B1, B2, B3, a0, a1, a2, a3)
+    a0, a1, a2, a3 = _step4(signed, base_k, has_min, s, tok0, u0, u1, u2, u3, A0, A1, A2, A3,
+                            B0, B1, B2, B3, a0, a1, a2, a3)
     if pairs:
-        b0, b1, b2, b3 = _step4(signed, base_k, has_min, halves, s, tok1, u0, u1, u2, u3, A0, A1,
-                                A2, A3, B0, B1, B2, B3, b0, b1, b2, b3)
+        b0, b1, b2, b3 = _step4(signed, base_k, has_min, s, tok1, u0, u1, u2, u3, A0, A1, A2, A3,
+                                B0, B1, B2, B3, b0, b1, b2, b3)
     return a0, a1, a2, a3, b0, b1, b2, b3
 
 
 def imatvec_tokens(w, X, out, scratch):
-    """`matvec_tokens` on the integer route: each token quantized to int8 blocks of ACT_BLOCK
-    (q8_activations), then per 64 values and row one integer dot product (int_part's bytes
-    against q) and two float multiply-adds with the row's sub-block scales (A, B). A weight
-    block (PARTS steps of 64 values) first gives each row a context (int_block: its decoded
-    scales), which its parts share. Four rows share each loaded activation vector. With several
-    tokens (TILE) a group's steps are unpacked once into a tile (u, A, B of every step, 32 steps
-    at a time so it stays in L1) that four tokens (32-value types) or two at a time read, a
-    chunk of TOKEN_CHUNK tokens at a time; one token unpacks as it goes. Every (row, token) is
-    summed in the same order whatever n is. scratch is unused (the float route's)."""
+    """`matvec_tokens` on the integer route for the 256-value types without integer sub-block
+    scales: each token quantized to int8 blocks of ACT_BLOCK (q8_activations), then per 64
+    values and row one integer dot product (int_part's bytes against q) and two float
+    multiply-adds with the row's sub-block scales (A, B). A weight block (4 steps of 64
+    values) first gives each row a context (int_block: its decoded scales), which its parts
+    share. Four rows share each loaded activation vector. With several tokens (TILE) a group's
+    steps are unpacked once into a tile (u, A, B of every step, 32 steps at a time so it stays
+    in L1) that two tokens at a time read, a chunk of TOKEN_CHUNK tokens at a time; one token
+    unpacks as it goes. Every (row, token) is summed in the same order whatever n is. scratch
+    is unused (the float route's)."""
     rows = w.shape[0]
     n, cols = X.shape
     nb = cols // BLOCK
     n_steps = (cols + 63) // 64
-    n_blocks = (n_steps + PARTS - 1) // PARTS
+    n_blocks = (n_steps + 3) // 4
     Q = np.empty((n, n_steps * 64), np.int8)  # (n, cols_pad) quantized tokens
     # (n, cols_pad / 4) -BASE_K * the sum of each 4 q: where every row's integer sum starts
     QS = np.empty((n, n_steps * 16), np.int32)
@@ -533,13 +492,13 @@ def imatvec_tokens(w, X, out, scratch):
     ahead = PREFETCH_GROUPS * 4
     n_groups = (rows + 3) // 4
     n_parts = scratch.shape[0]
-    chunk_blocks = max(1, TILE_STEPS // PARTS) if TILE else n_blocks
+    chunk_blocks = max(1, TILE_STEPS // 4) if TILE else n_blocks
     # per part, small (below malloc's mmap threshold: two threads mapping and unmapping
     # buffers each call serialize in the kernel; a 2048-row matrix scaled 1.4x on 2 threads)
     for part in prange(n_parts):
         # (chunk * 4 * LANES,) 4 accumulators a token of the chunk
         acc = np.empty(min(n, TOKEN_CHUNK) * 4 * LANES, np.float32)
-        tiles = chunk_blocks * PARTS * 4 if TILE else 1
+        tiles = chunk_blocks * 4 * 4 if TILE else 1
         U = np.empty(tiles * 64, np.int8)  # (TILE_STEPS, 4 rows, 64) the group's weight bytes
         AB = np.empty(tiles * 2 * LANES, np.float32)  # (TILE_STEPS, 4 rows, 2, LANES) A, B
         # a block context of the right type for `_int_part`, which the tile path never reads
@@ -552,50 +511,21 @@ def imatvec_tokens(w, X, out, scratch):
                 pr = min(r + ahead, rows - 4)
                 for kb0 in range(0, n_blocks, chunk_blocks):
                     kb1 = min(n_blocks, kb0 + chunk_blocks)
-                    ub = (U, AB, kb0 * PARTS)
+                    ub = (U, AB, kb0 * 4)
                     if TILE:
                         for b in range(kb0, kb1):
                             if pr >= 0 and t0 == 0:  # the next groups' rows, while this computes
                                 _prefetch_int_block(w, pr, b, BLOCK_BYTES)
-                            _unpack_block(int_block, int_part, PARTS, SIGNED, HAS_MIN, w0, b, nb,
-                                          0, U, AB, kb0 * PARTS)
-                            _unpack_block(int_block, int_part, PARTS, SIGNED, HAS_MIN, w1, b, nb,
-                                          1, U, AB, kb0 * PARTS)
-                            _unpack_block(int_block, int_part, PARTS, SIGNED, HAS_MIN, w2, b, nb,
-                                          2, U, AB, kb0 * PARTS)
-                            _unpack_block(int_block, int_part, PARTS, SIGNED, HAS_MIN, w3, b, nb,
-                                          3, U, AB, kb0 * PARTS)
+                            _unpack_block(int_block, int_part, SIGNED, HAS_MIN, w0, b, nb,
+                                          0, U, AB, kb0 * 4)
+                            _unpack_block(int_block, int_part, SIGNED, HAS_MIN, w1, b, nb,
+                                          1, U, AB, kb0 * 4)
+                            _unpack_block(int_block, int_part, SIGNED, HAS_MIN, w2, b, nb,
+                                          2, U, AB, kb0 * 4)
+                            _unpack_block(int_block, int_part, SIGNED, HAS_MIN, w3, b, nb,
+                                          3, U, AB, kb0 * 4)
                     t = t0
-                    # 32-value types: four tokens a pass, half the tile reads (16 accumulators
-                    # and a step's 12 tile vectors of the other types spill; measured slower)
-                    while TILE and HALVES and t + 4 <= t1:
-                        tk0 = (Q[t], QS[t], XD[t], XS[t])
-                        tk1 = (Q[t + 1], QS[t + 1], XD[t + 1], XS[t + 1])
-                        tk2 = (Q[t + 2], QS[t + 2], XD[t + 2], XS[t + 2])
-                        tk3 = (Q[t + 3], QS[t + 3], XD[t + 3], XS[t + 3])
-                        if kb0 == 0:
-                            a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = vzero()
-                            c0 = c1 = c2 = c3 = e0 = e1 = e2 = e3 = vzero()
-                        else:
-                            a0, a1, a2, a3 = _load4(acc, t - t0)
-                            b0, b1, b2, b3 = _load4(acc, t + 1 - t0)
-                            c0, c1, c2, c3 = _load4(acc, t + 2 - t0)
-                            e0, e1, e2, e3 = _load4(acc, t + 3 - t0)
-                        for s in range(kb0 * PARTS, kb1 * PARTS):
-                            a0, a1, a2, a3 = _tile_acc(SIGNED, BASE_K, HAS_MIN, HALVES, s, ub,
-                                                       tk0, a0, a1, a2, a3)
-                            b0, b1, b2, b3 = _tile_acc(SIGNED, BASE_K, HAS_MIN, HALVES, s, ub,
-                                                       tk1, b0, b1, b2, b3)
-                            c0, c1, c2, c3 = _tile_acc(SIGNED, BASE_K, HAS_MIN, HALVES, s, ub,
-                                                       tk2, c0, c1, c2, c3)
-                            e0, e1, e2, e3 = _tile_acc(SIGNED, BASE_K, HAS_MIN, HALVES, s, ub,
-                                                       tk3, e0, e1, e2, e3)
-                        _store4(acc, t - t0, a0, a1, a2, a3)
-                        _store4(acc, t + 1 - t0, b0, b1, b2, b3)
-                        _store4(acc, t + 2 - t0, c0, c1, c2, c3)
-                        _store4(acc, t + 3 - t0, e0, e1, e2, e3)
-                        t += 4
-                    while t < t1:  # the rest in pairs (one token without PAIRS)
+                    while t < t1:  # in pairs (one token without PAIRS)
                         u = min(t + 1, t1 - 1)
                         tok0 = (Q[t], QS[t], XD[t], XS[t])
                         tok1 = (Q[u], QS[u], XD[u], XS[u])
@@ -616,29 +546,154 @@ def imatvec_tokens(w, X, out, scratch):
                                 k2 = int_block(w2, b, nb)
                                 k3 = int_block(w3, b, nb)
                             a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                                int_part, SIGNED, BASE_K, HAS_MIN, HALVES, PAIRS, TILE, 0,
-                                b * PARTS, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub, tok0, tok1,
+                                int_part, SIGNED, BASE_K, HAS_MIN, PAIRS, TILE, 0,
+                                b * 4, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub, tok0, tok1,
                                 a0, a1, a2, a3, b0, b1, b2, b3)
-                            if PARTS == 4:  # written out: a constant part makes picks shuffles
-                                a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                                    int_part, SIGNED, BASE_K, HAS_MIN, HALVES, PAIRS, TILE, 1,
-                                    b * PARTS + 1, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub,
-                                    tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3)
-                                a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                                    int_part, SIGNED, BASE_K, HAS_MIN, HALVES, PAIRS, TILE, 2,
-                                    b * PARTS + 2, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub,
-                                    tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3)
-                                a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
-                                    int_part, SIGNED, BASE_K, HAS_MIN, HALVES, PAIRS, TILE, 3,
-                                    b * PARTS + 3, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub,
-                                    tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3)
+                            # written out: a constant part makes picks shuffles
+                            a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
+                                int_part, SIGNED, BASE_K, HAS_MIN, PAIRS, TILE, 1,
+                                b * 4 + 1, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub,
+                                tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3)
+                            a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
+                                int_part, SIGNED, BASE_K, HAS_MIN, PAIRS, TILE, 2,
+                                b * 4 + 2, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub,
+                                tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3)
+                            a0, a1, a2, a3, b0, b1, b2, b3 = _int_part(
+                                int_part, SIGNED, BASE_K, HAS_MIN, PAIRS, TILE, 3,
+                                b * 4 + 3, w0, w1, w2, w3, k0, k1, k2, k3, b, nb, ub,
+                                tok0, tok1, a0, a1, a2, a3, b0, b1, b2, b3)
                         _store4(acc, t - t0, a0, a1, a2, a3)
                         if PAIRS and t + 1 < t1:
                             _store4(acc, t + 1 - t0, b0, b1, b2, b3)
                         t += 2 if PAIRS else 1
                 for t in range(t0, t1):
-                    s0, s1, s2, s3 = _sums4(acc, t - t0, HALVES and TILE)
+                    s0, s1, s2, s3 = _sums4(acc, t - t0)
                     _store_rows(out[t], r, s0, s1, s2, s3)
+
+
+# The 32-value types on the integer route: a matrix's rows packed sixteen at a time when it
+# first takes the route (`pack_rows`), each block's values as int8 in lanes of four, lane r of
+# every 64-byte vector holding four of row r's values, then the rows' float scales:
+#   P[g, b] = 8 x (16 rows x 4 values) | d of the 16 rows (float32) | m of the 16 rows (_1 types)
+# A token's four activations broadcast to every lane against one vector is one vpdpbusd for
+# sixteen rows; eight give each row its block's exact integer sum, then one float step a block,
+#   acc += float(isum) * (d * dx)  (+ m * (dx * sum(q)) for the types with a min),
+# per (row, token) in block order whatever else the call computes: the same bits for any token
+# count. Per 512 products and token that is 8 integer and 3 float instructions where the
+# unpacked form took 32, and the values are unpacked once, at load, not on every call.
+PACK_ROWS = 16
+PACK_VALUES = 8 * 64  # bytes of a block's values for the sixteen rows
+
+
+def pack_bytes(has_min: bool) -> int:
+    """Bytes of one block of a packed group: its values, d, and m where the type has one."""
+    return PACK_VALUES + 4 * PACK_ROWS * (2 if has_min else 1)
+
+
+def pack_rows(w, P, F):
+    """w (rows, row_units) -> P (groups, nb, pack_bytes) uint8 as above; F is P's float32
+    view (groups, nb, pack_bytes / 4). A last group short of sixteen rows repeats its last row
+    (`_pack_store` stores only real rows). Values are stored + 128 where SIGN_BY_OFFSET."""
+    rows = w.shape[0]
+    nb = P.shape[1]
+    for g in prange(P.shape[0]):
+        part = np.empty(64, np.int8)  # (64,) one part's values: two blocks
+        for r in range(PACK_ROWS):
+            wr = w[min(PACK_ROWS * g + r, rows - 1)]
+            k = int_block(wr, 0, nb)
+            for b in range(nb):
+                u, a, bt = int_part(wr, b // 2, k, 0, nb)
+                istore(part, 0, u)
+                for j in range(32):
+                    v = np.int32(part[32 * (b % 2) + j]) - OFFSET
+                    if SIGN_BY_OFFSET:
+                        v += 128
+                    P[g, b, 64 * (j // 4) + 4 * r + j % 4] = np.uint8(v & 255)
+                F[g, b, PACK_VALUES // 4 + r] = load_half(wr, b * BLOCK_BYTES)
+                if HAS_MIN:
+                    F[g, b, PACK_VALUES // 4 + PACK_ROWS + r] = load_half(wr, b * BLOCK_BYTES + 2)
+
+
+@njit(inline="always")
+def _pack_block(has_min, pb, q, b, base, dx, xs, f):
+    """One token's block b against sixteen packed rows (pb = P[g, b]) into f: each row's
+    exact integer sum from base (-128 * sum(q) for values stored + 128), then one float step."""
+    acc = isplat(base)
+    for j in range(8):
+        if SIGN_BY_OFFSET:
+            acc = idot(acc, iload64(pb, 64 * j), ibcast4(q, 32 * b + 4 * j))
+        else:
+            acc = idot_signed(acc, iload64(pb, 64 * j), ibcast4(q, 32 * b + 4 * j))
+    f = vfma(itof(acc), vmul(vload_f32(pb, PACK_VALUES), vsplat(dx)), f)
+    if has_min:
+        f = vfma(vload_f32(pb, PACK_VALUES + 4 * PACK_ROWS), vsplat(xs), f)
+    return f
+
+
+@njit(inline="always")
+def _pack_store(o, g, f, tail):
+    """The sixteen row sums f of group g into one token's output row o, the rows that exist."""
+    r = PACK_ROWS * g
+    if r + PACK_ROWS <= o.shape[0]:
+        vstore_f32(o, r, f)
+    else:
+        vstore_f32(tail, 0, f)
+        for k in range(o.shape[0] - r):
+            o[r + k] = tail[k]
+
+
+def pmatvec_tokens(P, X, out, scratch):
+    """`imatvec_tokens` on packed rows (`pack_rows`): out (n, rows) from P (groups, nb,
+    pack_bytes) and X (n, cols). Four tokens at a time share each loaded weight vector (the
+    group's bytes come from memory once, then from L1); every (row, token) takes the steps of
+    `_pack_block` in block order. scratch: its row count is the number of parallel parts."""
+    n, cols = X.shape
+    G, nb = P.shape[0], P.shape[1]
+    cols_pad = (cols + 63) // 64 * 64
+    Q = np.empty((n, cols_pad), np.int8)  # (n, cols_pad) quantized tokens
+    QS = np.empty((n, cols_pad // 4), np.int32)  # (n, cols_pad / 4) sums of four q
+    XD = np.empty((n, cols_pad // 4), np.float32)  # (n, cols_pad / 4) block scale per lane
+    XS = np.empty((n, cols_pad // 4), np.float32)  # (n, cols_pad / 4) unused here
+    BQ = np.empty((n, nb), np.int32)  # (n, nb) where a block's sums start (`_pack_block`)
+    BX = np.empty((n, 2 * nb), np.float32)  # (n, 2 nb) each block's dx, then dx * sum(q)
+    for t in prange(n):
+        quantize_token(X[t], 32, Q[t], QS[t], XD[t], XS[t])
+        for b in range(nb):
+            s = np.int32(0)
+            for k in range(8):
+                s += QS[t, 8 * b + k]
+            BQ[t, b] = -128 * s if SIGN_BY_OFFSET else 0
+            BX[t, b] = XD[t, 8 * b]
+            BX[t, nb + b] = XD[t, 8 * b] * np.float32(s)
+    n_parts = scratch.shape[0]
+    for part in prange(n_parts):
+        tail = np.empty(LANES, np.float32)  # (LANES,) a short last group's sums
+        for g in range(part * G // n_parts, (part + 1) * G // n_parts):
+            Pg = P[g]
+            t = 0
+            while t + 4 <= n:
+                f0 = f1 = f2 = f3 = vzero()
+                for b in range(nb):
+                    pb = Pg[b]
+                    f0 = _pack_block(HAS_MIN, pb, Q[t], b, BQ[t, b], BX[t, b], BX[t, nb + b], f0)
+                    f1 = _pack_block(HAS_MIN, pb, Q[t + 1], b, BQ[t + 1, b], BX[t + 1, b],
+                                     BX[t + 1, nb + b], f1)
+                    f2 = _pack_block(HAS_MIN, pb, Q[t + 2], b, BQ[t + 2, b], BX[t + 2, b],
+                                     BX[t + 2, nb + b], f2)
+                    f3 = _pack_block(HAS_MIN, pb, Q[t + 3], b, BQ[t + 3, b], BX[t + 3, b],
+                                     BX[t + 3, nb + b], f3)
+                _pack_store(out[t], g, f0, tail)
+                _pack_store(out[t + 1], g, f1, tail)
+                _pack_store(out[t + 2], g, f2, tail)
+                _pack_store(out[t + 3], g, f3, tail)
+                t += 4
+            while t < n:
+                f0 = vzero()
+                for b in range(nb):
+                    f0 = _pack_block(HAS_MIN, Pg[b], Q[t], b, BQ[t, b], BX[t, b], BX[t, nb + b],
+                                     f0)
+                _pack_store(out[t], g, f0, tail)
+                t += 1
 
 
 # The integer route of the K-quants whose sub-block scales llama.cpp applies in integers (Q4_K,
@@ -850,6 +905,11 @@ def _base_k(mod) -> int:
     return getattr(mod, "OFFSET", 0)
 
 
+def _as_is(w):
+    """The integer route's form of w (rows, row_units) for the types that read it as stored."""
+    return w
+
+
 def build(mod) -> SimpleNamespace:
     dot4 = getattr(mod, "dot4_block", None) or _dot4_from_dequant(mod.dequant_block, mod.BLOCK)
     suffix = f"{mod.GGML_TYPE.name}_{_DIGEST}_{simd_int.ISA}"
@@ -879,19 +939,34 @@ def build(mod) -> SimpleNamespace:
     if simd_int.ISA != "none" and hasattr(mod, "kpart"):
         knames = dict(names, BLOCK_BYTES=mod.TYPE_SIZE, kblock=mod.kblock, kpart=mod.kpart)
         integer = SimpleNamespace(
+            prepare=_as_is,
             matvec_tokens=njit(parallel=True, cache=True)(
                 _bind(kmatvec_tokens, suffix + "_int", TILE=True, **knames)),
             matvec_one=njit(parallel=True, cache=True)(
                 _bind(kmatvec_tokens, suffix + "_int_one", TILE=False, **knames)),
         )
-    elif simd_int.ISA != "none" and hasattr(mod, "int_part"):
-        parts = mod.BLOCK // 64 if mod.BLOCK >= 64 else 1  # 32-value types: 2 blocks a part
+    elif simd_int.ISA != "none" and hasattr(mod, "int_part") and mod.BLOCK == 32:
+        pnames = dict(names, HAS_MIN=getattr(mod, "HAS_MIN", False),
+                      OFFSET=getattr(mod, "OFFSET", 0), BLOCK_BYTES=mod.TYPE_SIZE,
+                      int_block=mod.int_block, int_part=mod.int_part)
+        pack = njit(parallel=True, cache=True)(_bind(pack_rows, suffix + "_pack", **pnames))
+        packed = njit(parallel=True, cache=True)(_bind(pmatvec_tokens, suffix + "_int", **pnames))
+        per_block = pack_bytes(pnames["HAS_MIN"])
+
+        def prepare(w):
+            """w (rows, row_units) packed for `pmatvec_tokens` (once per matrix)."""
+            P = np.empty(((w.shape[0] + PACK_ROWS - 1) // PACK_ROWS, w.shape[1] // mod.TYPE_SIZE,
+                          per_block), np.uint8)
+            pack(w, P, P.view(np.float32))
+            return P
+
+        integer = SimpleNamespace(prepare=prepare, matvec_tokens=packed, matvec_one=packed)
+    elif simd_int.ISA != "none" and hasattr(mod, "int_part"):  # the other 256-value types
         inames = dict(names, ACT_BLOCK=mod.ACT_BLOCK, SIGNED=getattr(mod, "SIGNED", False),
                       BASE_K=_base_k(mod), HAS_MIN=getattr(mod, "HAS_MIN", False),
-                      PARTS=parts, HALVES=parts == 1,
-                      BLOCK_BYTES=mod.TYPE_SIZE * parts * 64 // mod.BLOCK,
-                      int_block=mod.int_block, int_part=mod.int_part)
+                      BLOCK_BYTES=mod.TYPE_SIZE, int_block=mod.int_block, int_part=mod.int_part)
         integer = SimpleNamespace(
+            prepare=_as_is,
             matvec_tokens=njit(parallel=True, cache=True)(
                 _bind(imatvec_tokens, suffix + "_int", PAIRS=True, TILE=True, **inames)),
             matvec_one=njit(parallel=True, cache=True)(

@@ -183,23 +183,6 @@ def vsum(typingctx, a):
 
 
 @intrinsic
-def vsum8(typingctx, a, h):
-    """The sum of lanes 8h .. 8h + 7 (h 0 or 1), as `vsum`'s tree does lanes 0-7 of a vector
-    whose lanes 8-15 are zero: two rows side by side, each summed as alone."""
-    if not (_is_vec(a) and isinstance(h, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        h = _int_arg(context, builder, sig, args, 1, _I32)
-        halves = [builder.shuffle_vector(args[0], args[0], ir.Constant(
-            ir.VectorType(_I32, 8), list(range(8 * k, 8 * k + 8)))) for k in (0, 1)]
-        half = builder.select(builder.icmp_signed("!=", h, ir.Constant(_I32, 0)), *halves[::-1])
-        return _tree_sum(builder, half, 8)
-
-    return types.float32(a, h), codegen
-
-
-@intrinsic
 def vlane(typingctx, v, j):
     """Every lane = lane j of v (j constant after inlining: one shuffle)."""
     if not (_is_vec(v) and isinstance(j, types.Integer)):
@@ -233,8 +216,9 @@ def vsplat2(typingctx, a, b):
 
 @intrinsic
 def vload_f32(typingctx, arr, i):
-    """arr[i : i + LANES] of a float32 array."""
-    if not _contiguous_1d(arr, types.float32):
+    """arr[i : i + LANES] of a float32 array, or the LANES float32 at byte i of a uint8 one
+    (a packed matrix's scales beside its bytes)."""
+    if not _contiguous_1d(arr, types.float32, types.uint8):
         return None
 
     def codegen(context, builder, sig, args):
@@ -488,6 +472,5 @@ __all__ = [
     "vstore_f32",
     "vsub",
     "vsum",
-    "vsum8",
     "vzero",
 ]

@@ -284,21 +284,54 @@ def idot(typingctx, base, u, s):
 
 
 @intrinsic
-def idot_signed(typingctx, w, s):
-    """Signed weight bytes w . signed activations s (|s| <= 127): |w| against s with w's sign,
-    as llama.cpp does (a pair of products stays within int16 for the AVX2 path)."""
-    if not (isinstance(w, I8x64) and isinstance(s, I8x64)):
+def idot_signed(typingctx, base, w, s):
+    """base + signed weight bytes w . signed activations s (|s| <= 127): |w| against s with
+    w's sign, as llama.cpp does (a pair of products stays within int16 for the AVX2 path)."""
+    if not (isinstance(base, I32x16) and isinstance(w, I8x64) and isinstance(s, I8x64)):
         return None
 
     def codegen(context, builder, sig, args):
-        w, s = args
+        base, w, s = args
         zero = ir.Constant(_V64I8, [0] * 64)
         neg = builder.icmp_signed("<", w, zero)
         mag = builder.select(neg, builder.sub(zero, w), w)
         signed = builder.select(neg, builder.sub(zero, s), s)
-        return _dot_unsigned(builder, ir.Constant(_V16I32, [0] * LANES), mag, signed)
+        return _dot_unsigned(builder, base, mag, signed)
 
-    return i32x16(w, s), codegen
+    return i32x16(base, w, s), codegen
+
+
+@intrinsic
+def ibcast4(typingctx, arr, i):
+    """The four int8 values arr[i:i + 4] in every int32 lane: one token's four activations
+    against sixteen rows' four weights each (vpdpbusd takes it as a broadcast operand)."""
+    if not _contiguous_1d(arr, types.int8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = builder.gep(context.make_array(sig.args[0])(context, builder, args[0]).data,
+                        [context.cast(builder, args[1], sig.args[1], types.intp)])
+        word = builder.load(builder.bitcast(p, ir.PointerType(_I32)), align=1)
+        return builder.bitcast(_isplat(builder, word), _V64I8)
+
+    return i8x64(arr, i), codegen
+
+
+def _isplat(builder, word):
+    v = builder.insert_element(ir.Constant(_V16I32, ir.Undefined), word, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, v, ir.Constant(_V16I32, [0] * LANES))
+
+
+@intrinsic
+def isplat(typingctx, v):
+    """Sixteen int32 lanes of v."""
+    if not isinstance(v, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _isplat(builder, context.cast(builder, args[0], sig.args[0], types.int32))
+
+    return i32x16(v), codegen
 
 
 @intrinsic
@@ -350,75 +383,9 @@ def itof(typingctx, a):
     return f32x16(a), codegen
 
 
-def _half8(k: int):
-    @intrinsic
-    def fn(typingctx, v):
-        if not isinstance(v, type(f32x16)):
-            return None
-
-        def codegen(context, builder, sig, args):
-            zero = ir.Constant(_VF32, [0.0] * LANES)
-            idx = [8 * k + j for j in range(8)] + [LANES + j for j in range(8)]
-            return builder.shuffle_vector(args[0], zero, ir.Constant(_V16I32, idx))
-
-        return f32x16(v), codegen
-
-    return fn
-
-
-# lanes 0-7 (vlo8) or 8-15 (vhi8) of a vector in lanes 0-7, zeros above: two 32-value blocks
-# added one after the other into eight lanes, the order of llama.cpp's AVX2 dot products
-vlo8 = _half8(0)
-vhi8 = _half8(1)
-
-
-def _half_of(builder, v, n: int, h):
-    """Half h (an i32: 0 low, 1 high; constant after inlining) of the n-lane vector v."""
-    return builder.select(builder.icmp_signed("!=", h, ir.Constant(_I32, 0)),
-                          _half(builder, v, 1, n // 2), _half(builder, v, 0, n // 2))
-
-
-# (dtype, vector type, element) of what `load_twice`, `store_half` and `istore` move
+# (dtype, vector type, element) of what `istore` moves
 _HALF_KINDS = {types.int8: (I8x64, _V64I8, _I8), types.int32: (I32x16, _V16I32, _I32),
                types.float32: (type(f32x16), _VF32, ir.FloatType())}
-
-
-@intrinsic
-def load_twice(typingctx, arr, i):
-    """The half vector at arr[i:] (32 int8, 8 int32 or 8 float32) in both halves of a vector:
-    one 32-value block against two rows side by side."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype in _HALF_KINDS):
-        return None
-    vty, ir_vec, elem = _HALF_KINDS[arr.dtype]
-    n = ir_vec.count
-
-    def codegen(context, builder, sig, args):
-        p = _vector_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1], elem)
-        half = builder.load(builder.bitcast(p, ir.PointerType(ir.VectorType(elem, n // 2))),
-                            align=1)
-        return builder.shuffle_vector(half, half, ir.Constant(ir.VectorType(_I32, n),
-                                                              list(range(n // 2)) * 2))
-
-    ret = {I8x64: i8x64, I32x16: i32x16}.get(vty, f32x16)
-    return ret(arr, i), codegen
-
-
-@intrinsic
-def store_half(typingctx, arr, i, v, h):
-    """arr[i:] = half h of v (32 of an int8 vector's bytes or 8 of a float vector's lanes)."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype in _HALF_KINDS
-            and isinstance(v, _HALF_KINDS[arr.dtype][0]) and isinstance(h, types.Integer)):
-        return None
-    _, ir_vec, elem = _HALF_KINDS[arr.dtype]
-
-    def codegen(context, builder, sig, args):
-        p = _vector_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1], elem)
-        h = context.cast(builder, args[3], sig.args[3], types.int32)
-        half = _half_of(builder, args[2], ir_vec.count, h)
-        builder.store(half, builder.bitcast(p, ir.PointerType(half.type)), align=1)
-        return context.get_dummy_value()
-
-    return types.none(arr, i, v, h), codegen
 
 
 @intrinsic
@@ -721,6 +688,7 @@ __all__ = [
     "SIGN_BY_OFFSET",
     "byte_program",
     "choose_isa",
+    "ibcast4",
     "icat4",
     "idot",
     "idot_scaled",
@@ -731,6 +699,7 @@ __all__ = [
     "iload16",
     "iload4_x4",
     "iload64",
+    "isplat",
     "imerge16",
     "imerge2",
     "imerge4",
@@ -740,15 +709,11 @@ __all__ = [
     "istore",
     "itof",
     "izero",
-    "load_twice",
     "round_half",
-    "store_half",
     "vload_q3k_scales",
     "vpair",
     "vquad_bits",
     "vquad_lanes",
-    "vlo8",
-    "vhi8",
     "vrows_one",
     "vtokens_four",
 ]
