@@ -83,9 +83,10 @@ def _add_model_args(p):
                    help="where to run")
     route = p.add_mutually_exclusive_group()
     route.add_argument("--exact", dest="exact", action="store_const", const=True,
-                       help="float math on the dequantized weights (the default)")
+                       help="float math on the dequantized weights")
     route.add_argument("--integer", dest="exact", action="store_const", const=False,
-                       help="the integer route: int8 activations, as llama.cpp computes")
+                       help="the integer route: int8 activations, as llama.cpp computes (the "
+                            "default where the CPU has AVX2 or AVX-512 VNNI)")
 
 
 def _add_sampling_args(p):
