@@ -168,6 +168,13 @@ def _tiny_model(path, arch="llama"):
     return path
 
 
+def _exact_cpu():
+    """The CPU on the exact route, the route CUDA runs (the CPU's default is the integer one)."""
+    from gguf_engine.backend_cpu import CPUBackend
+
+    return CPUBackend(exact=True)
+
+
 def _greedy(net, prompts, steps):
     """Greedy decoding of prompts side by side, one slot each: their prefills, then decode
     steps that take one token of every sequence."""
@@ -195,7 +202,8 @@ def test_simulated_greedy_generation_equals_cpu(tmp_path):
     prompts = [[3], [5, 7, 2]]
     gpu_tokens, gpu_logits = _greedy(Transformer(f, n_ctx=16, backend=CudaBackend(), n_seq=2),
                                      prompts, 2)
-    cpu_tokens, cpu_logits = _greedy(Transformer(f, n_ctx=16, n_seq=2), prompts, 2)
+    cpu_tokens, cpu_logits = _greedy(Transformer(f, n_ctx=16, n_seq=2, backend=_exact_cpu()),
+                                     prompts, 2)
     assert gpu_tokens == cpu_tokens
     np.testing.assert_allclose(gpu_logits, cpu_logits, atol=1e-4 * np.abs(cpu_logits).max())
 
@@ -231,7 +239,7 @@ def test_simulated_greedy_generation_on_a_shared_fixture(fixtures):
 
     f = GGUFFile(fixtures / "synthetic" / "llama-F32.gguf")
     prompt = [f.get("tokenizer.ggml.bos_token_id")]
-    cpu = Transformer(f, n_ctx=4).forward(prompt, 0)[0].copy()
+    cpu = Transformer(f, n_ctx=4, backend=_exact_cpu()).forward(prompt, 0)[0].copy()
     gpu = Transformer(f, n_ctx=4, backend=CudaBackend()).forward(prompt, 0)[0].copy()
     assert int(np.argmax(gpu)) == int(np.argmax(cpu))
     np.testing.assert_allclose(gpu, cpu, atol=1e-4 * np.abs(cpu).max())
@@ -295,7 +303,7 @@ def test_simulated_greedy_steps_of_every_type_equal_cpu(tmp_path, t):
     from gguf_engine.transformer import Transformer
 
     f = GGUFFile(_tiny_typed_model(tmp_path / f"{t.name}.gguf", t))
-    cpu_tokens, cpu_logits = _greedy(Transformer(f, n_ctx=8), [[3]], 2)
+    cpu_tokens, cpu_logits = _greedy(Transformer(f, n_ctx=8, backend=_exact_cpu()), [[3]], 2)
     gpu_tokens, gpu_logits = _greedy(Transformer(f, n_ctx=8, backend=CudaBackend()), [[3]], 2)
     assert gpu_tokens == cpu_tokens
     np.testing.assert_allclose(gpu_logits, cpu_logits, atol=1e-4 * np.abs(cpu_logits).max())
