@@ -35,7 +35,7 @@ def load(model=None, *, n_ctx: int | None = None, n_threads: int | None = None,
     sequence slots (each of n_ctx tokens) let `generate_batch` and the server decode that many
     sequences together. exact picks the CPU's route: True, float math on the dequantized
     weights; False, the integer route, which quantizes each matrix's input to int8 blocks and
-    multiplies in integers, as llama.cpp does (faster, and closer to llama.cpp's tokens); None,
+    multiplies in integers, as llama.cpp does (faster, about as close to llama.cpp's tokens); None,
     the default (defaults.EXACT: the integer route where the CPU has AVX2 or AVX-512 VNNI, else
     exact). CUDA runs the exact route."""
     from .kv_cache import slot_count
