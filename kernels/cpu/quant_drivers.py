@@ -347,14 +347,21 @@ def _int_acc(signed, has_min, u, a, b, q, base, xd, xs, acc):
     A * d * (q_w . q - OFFSET * sum(q)) + B * d * sum(q) (base: `_int_base`); B (a block's min)
     is a float term of its own. signed, has_min: the bound type's SIGNED and HAS_MIN
     (an inlined function reads this module's globals, not the bound copy's)."""
-    if signed and not SIGN_BY_OFFSET:
-        isum = idot_signed(izero(), u, q)
-    else:
-        isum = idot(base, u, q)
+    isum = _stored_dot(signed, base, u, q)
     t = vmul(a, xd)
     if has_min:
         acc = vfma(b, xs, acc)
     return vfma(t, itof(isum), acc)
+
+
+@njit(inline="always")
+def _stored_dot(signed, base, u, q):
+    """base + a step's weight bytes u (as `_as_unsigned` stores them) . activations q: signed
+    bytes on AVX2 through llama.cpp's sign trick, everything else through `idot` (base then
+    holds -128 * sum(q) for signed bytes stored + 128, zeros on AVX2's trick)."""
+    if signed and not SIGN_BY_OFFSET:
+        return idot_signed(base, u, q)
+    return idot(base, u, q)
 
 
 @njit(inline="always")
@@ -619,11 +626,8 @@ def _pack_block(has_min, pb, q, b, base, dx, xs, f):
     """One token's block b against sixteen packed rows (pb = P[g, b]) into f: each row's
     exact integer sum from base (-128 * sum(q) for values stored + 128), then one float step."""
     acc = isplat(base)
-    for j in range(8):
-        if SIGN_BY_OFFSET:
-            acc = idot(acc, iload64(pb, 64 * j), ibcast4(q, 32 * b + 4 * j))
-        else:
-            acc = idot_signed(acc, iload64(pb, 64 * j), ibcast4(q, 32 * b + 4 * j))
+    for j in range(8):  # the packed values are signed bytes, stored + 128 where SIGN_BY_OFFSET
+        acc = _stored_dot(True, acc, iload64(pb, 64 * j), ibcast4(q, 32 * b + 4 * j))
     f = vfma(itof(acc), vmul(vload_f32(pb, PACK_VALUES), vsplat(dx)), f)
     if has_min:
         f = vfma(vload_f32(pb, PACK_VALUES + 4 * PACK_ROWS), vsplat(xs), f)

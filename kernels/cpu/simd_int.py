@@ -25,7 +25,7 @@ from numba.core import cgutils
 from numba.core import config as numba_config
 from numba.extending import intrinsic, models, register_model
 
-from .simd import LANES, _contiguous_1d, _k_scale_bytes, _vector_pointer, f32x16
+from .simd import LANES, _contiguous_1d, _k_scale_bytes, _splat, _vector_pointer, f32x16
 
 ISA_CHOICES = ("avx512vnni", "avx2", "none")
 
@@ -312,14 +312,9 @@ def ibcast4(typingctx, arr, i):
         p = builder.gep(context.make_array(sig.args[0])(context, builder, args[0]).data,
                         [context.cast(builder, args[1], sig.args[1], types.intp)])
         word = builder.load(builder.bitcast(p, ir.PointerType(_I32)), align=1)
-        return builder.bitcast(_isplat(builder, word), _V64I8)
+        return builder.bitcast(_splat(builder, word, _V16I32), _V64I8)
 
     return i8x64(arr, i), codegen
-
-
-def _isplat(builder, word):
-    v = builder.insert_element(ir.Constant(_V16I32, ir.Undefined), word, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(v, v, ir.Constant(_V16I32, [0] * LANES))
 
 
 @intrinsic
@@ -329,7 +324,7 @@ def isplat(typingctx, v):
         return None
 
     def codegen(context, builder, sig, args):
-        return _isplat(builder, context.cast(builder, args[0], sig.args[0], types.int32))
+        return _splat(builder, context.cast(builder, args[0], sig.args[0], types.int32), _V16I32)
 
     return i32x16(v), codegen
 
@@ -384,7 +379,7 @@ def itof(typingctx, a):
 
 
 # (dtype, vector type, element) of what `istore` moves
-_HALF_KINDS = {types.int8: (I8x64, _V64I8, _I8), types.int32: (I32x16, _V16I32, _I32),
+_STORE_KINDS = {types.int8: (I8x64, _V64I8, _I8), types.int32: (I32x16, _V16I32, _I32),
                types.float32: (type(f32x16), _VF32, ir.FloatType())}
 
 
@@ -474,9 +469,9 @@ def vload_q3k_scales(typingctx, arr, i):
 def istore(typingctx, arr, i, v):
     """arr[i:] = v: the 64 bytes of an int8 vector, or the 16 lanes of an int32 one."""
     if not (_contiguous_1d(arr, types.int8, types.int32) and isinstance(v, (I8x64, I32x16))
-            and isinstance(v, _HALF_KINDS[arr.dtype][0])):
+            and isinstance(v, _STORE_KINDS[arr.dtype][0])):
         return None
-    _, ir_vec, elem = _HALF_KINDS[arr.dtype]
+    _, ir_vec, elem = _STORE_KINDS[arr.dtype]
 
     def codegen(context, builder, sig, args):
         p = _vector_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1], elem)
