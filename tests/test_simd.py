@@ -26,15 +26,18 @@ from gguf_engine.kernels.cpu.simd import (
     vzero,
 )
 from gguf_engine.kernels.cpu.simd_int import (
-    icat4,
-    iload4_x4,
+    iadd,
+    idot_scaled,
+    ihigh4,
     iload16,
-    imerge2,
-    imerge4,
-    imerge8,
-    imerge16,
+    iload64,
+    ilow4,
+    imul_add,
     ipairs_times,
     istore,
+    iwiden,
+    iwiden_pairs,
+    iwiden_words,
 )
 from numba import njit
 
@@ -153,31 +156,41 @@ def test_vexp_against_float64():
 
 
 @njit
-def _sixteen_sums(a, mins, words, out):
-    """a (16, 16) int32 -> out[:16]: the Q4_K kernel's tree of merges; out[16:]: lanes 0-3 of
-    four vectors side by side times one token's int16 pairs (its mins against sub-block sums)."""
-    v0 = imerge16(iload16(a[0], 0), iload16(a[1], 0))
-    v1 = imerge16(iload16(a[2], 0), iload16(a[3], 0))
-    v2 = imerge16(iload16(a[4], 0), iload16(a[5], 0))
-    v3 = imerge16(iload16(a[6], 0), iload16(a[7], 0))
-    v4 = imerge16(iload16(a[8], 0), iload16(a[9], 0))
-    v5 = imerge16(iload16(a[10], 0), iload16(a[11], 0))
-    v6 = imerge16(iload16(a[12], 0), iload16(a[13], 0))
-    v7 = imerge16(iload16(a[14], 0), iload16(a[15], 0))
-    low = imerge4(imerge8(v0, v1), imerge8(v2, v3))
-    istore(out, 0, imerge2(low, imerge4(imerge8(v4, v5), imerge8(v6, v7))))
-    rows = icat4(iload16(mins, 0), iload16(mins, 16), iload16(mins, 32), iload16(mins, 48))
-    istore(out, 16, ipairs_times(rows, iload4_x4(words, 0)))
+def _packed_ops(u8, i8, a, b, out, nib):
+    """What the packed Q4_K kernel is built from: nibbles, widened bytes, int32 arithmetic."""
+    v = iload64(u8, 3)
+    istore(nib, 0, ilow4(v))
+    istore(nib, 64, ihigh4(v))
+    istore(out, 0, iwiden(u8, 5))
+    istore(out, 16, iwiden_pairs(u8, 7))
+    istore(out, 32, iwiden_words(u8, 9))
+    istore(out, 48, imul_add(iload16(a, 0), iload16(a, 16), iload16(b, 0)))
+    istore(out, 64, iadd(iload16(a, 0), iload16(b, 0)))
+    istore(out, 80, ipairs_times(iwiden_pairs(u8, 7), iload16(b, 16)))
+    istore(out, 96, idot_scaled(iload16(a, 0), ilow4(v), iload64(i8, 0), iwiden_words(u8, 9)))
 
 
-def test_integer_merges_gather_sixteen_sums():
-    a = rng.integers(-2**20, 2**20, (16, 16)).astype(np.int32)
-    pairs = rng.integers(-4000, 4000, (4, 8)).astype(np.int16)  # four rows' int16 pairs
-    mins = np.zeros((4, 16), np.int32)
-    mins[:, :4] = pairs.view(np.int32)
-    tok = rng.integers(-4000, 4000, 8).astype(np.int16)
-    out = np.zeros(32, np.int32)
-    _sixteen_sums(a, mins.reshape(-1), tok.view(np.int32), out)
-    np.testing.assert_array_equal(out[:16], a.astype(np.int64).sum(axis=1))
-    ref = (pairs.astype(np.int64).reshape(4, 4, 2) * tok.astype(np.int64).reshape(4, 2)).sum(2)
-    np.testing.assert_array_equal(out[16:], ref.reshape(-1))
+def test_packed_row_intrinsics_against_numpy():
+    u8 = rng.integers(0, 256, 80, dtype=np.uint8)
+    i8 = rng.integers(-127, 128, 64).astype(np.int8)
+    a = rng.integers(-2**20, 2**20, 32).astype(np.int32)
+    b = np.concatenate([rng.integers(-2**10, 2**10, 16),
+                        rng.integers(-4000, 4000, 32).astype(np.int16).view(np.int32)])
+    b = b.astype(np.int32)
+    out = np.zeros(112, np.int32)
+    nib = np.zeros(128, np.int8)
+    _packed_ops(u8, i8, a, b, out, nib)
+    v = u8[3:67]
+    np.testing.assert_array_equal(nib[:64], v & 15)
+    np.testing.assert_array_equal(nib[64:], v >> 4)
+    np.testing.assert_array_equal(out[:16], u8[5:21])
+    pairs = u8[7:39].astype(np.int64).reshape(16, 2)  # lane k: bytes 2k (low half), 2k + 1
+    np.testing.assert_array_equal(out[16:32], (pairs[:, 0] | pairs[:, 1] << 16).astype(np.int32))
+    both_halves = (u8[9:25].astype(np.int64) * 0x10001).astype(np.int32)
+    np.testing.assert_array_equal(out[32:48], both_halves)
+    np.testing.assert_array_equal(out[48:64], a[:16] + a[16:] * b[:16])
+    np.testing.assert_array_equal(out[64:80], a[:16] + b[:16])
+    words = b[16:].view(np.int16).astype(np.int64).reshape(16, 2)
+    np.testing.assert_array_equal(out[80:96], (pairs * words).sum(1))
+    dots = ((v & 15).astype(np.int64) * i8).reshape(16, 4).sum(1) * u8[9:25]
+    np.testing.assert_array_equal(out[96:], a[:16] + dots)

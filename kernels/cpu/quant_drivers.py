@@ -22,6 +22,7 @@ from .simd import (
     vsplat,
     vsplat2,
     vstore_f32,
+    vsub,
     vsum,
     vzero,
 )
@@ -29,25 +30,15 @@ from .simd_int import (
     SIGN_BY_OFFSET,
     byte_program,
     ibcast4,
-    icat4,
     idot,
-    idot_scaled,
     idot_signed,
     iflip,
-    iload4_x4,
     iload16,
     iload64,
-    imerge2,
-    imerge4,
-    imerge8,
-    imerge16,
-    ipairs_times,
     isplat,
     istore,
     itof,
     izero,
-    vrows_one,
-    vtokens_four,
 )
 
 # The rows of the group this many groups ahead are prefetched while a group is computed, every
@@ -179,7 +170,8 @@ BLOCK = STEP = STEP_UNITS = LINE_UNITS = ACT_BLOCK = BLOCK_BYTES = 1
 PAIRS = True
 SIGNED = HAS_MIN = TILE = False
 BASE_K = OFFSET = 0
-dequant_block = dot4_block = derive_x = int_block = int_part = kblock = kpart = None
+dequant_block = dot4_block = derive_x = int_block = int_part = None
+pack_block = packed_four = packed_one = packed_scales = None
 
 
 def dequantize_rows(w, out):
@@ -700,66 +692,32 @@ def pmatvec_tokens(P, X, out, scratch):
                 t += 1
 
 
-# The integer route of the K-quants whose sub-block scales llama.cpp applies in integers (Q4_K,
-# its repacked kernels on x86): a type gives
-#   kblock(w, b) -> (sc, mins, d, dmin): block b's integer scales (i32x16, `ik_scales`), its
-#       mins as int16 pairs in lanes 0-3, its two float scales;
-#   kpart(w, b, sc, c) -> (u, S): step c's 64 weight bytes and each int32 lane's scale.
-# Per block and (row, token) the scaled integer sum and the mins against the activations'
-# sub-block sums are exact integers; the float steps are llama.cpp's:
-#   acc += float(isum) * (d * dx),  acc_min += float(imin) * (dmin * dx),  out = acc - acc_min.
-# Integer sums do not depend on order, and the float steps are lane by lane, so a (row, token)
-# gets the same bits in the tile (several tokens) and in the one-token kernel.
+# Q4_K on the integer route, rows packed sixteen at a time by the type (`pack_block`, its
+# layout), a matrix when it first takes the route: P (groups, nb, PACK_BYTES). A type gives
+#   packed_four(pb, b, q0..q3, s0..s3) / packed_one(pb, b, q, s) -> per token the sixteen rows'
+#       scaled integer sums and min sums of block b (exact), and packed_scales(pb) -> (d, dmin);
+# the float steps are llama.cpp's (its repacked Q4_K kernels), per (row, token) in block order:
+#   acc += float(isum) * (d * dx),  acc_min += float(imin) * (dmin * dx),  out = acc - acc_min,
+# so a (row, token) gets the same bits whatever else the call computes.
 
 
-@njit(inline="always")
-def _kstep4(u0, u1, u2, u3, S0, S1, S2, S3, q, i0, i1, i2, i3):
-    """Four rows' sums + one step of the rows against one token's q."""
-    return (idot_scaled(i0, u0, q, S0), idot_scaled(i1, u1, q, S1),
-            idot_scaled(i2, u2, q, S2), idot_scaled(i3, u3, q, S3))
-
-
-@njit(inline="always")
-def _ktile_step(U, SC, o, q0, q1, q2, q3, qo, i0, i1, i2, i3, j0, j1, j2, j3, k0, k1, k2, k3,
-                m0, m1, m2, m3):
-    """One step (tile slot o) of four rows into the sums of four tokens (i, j, k, m)."""
-    u0, u1 = iload64(U, o * 64), iload64(U, (o + 1) * 64)
-    u2, u3 = iload64(U, (o + 2) * 64), iload64(U, (o + 3) * 64)
-    S0, S1 = iload16(SC, o * LANES), iload16(SC, (o + 1) * LANES)
-    S2, S3 = iload16(SC, (o + 2) * LANES), iload16(SC, (o + 3) * LANES)
-    i0, i1, i2, i3 = _kstep4(u0, u1, u2, u3, S0, S1, S2, S3, iload64(q0, qo), i0, i1, i2, i3)
-    j0, j1, j2, j3 = _kstep4(u0, u1, u2, u3, S0, S1, S2, S3, iload64(q1, qo), j0, j1, j2, j3)
-    k0, k1, k2, k3 = _kstep4(u0, u1, u2, u3, S0, S1, S2, S3, iload64(q2, qo), k0, k1, k2, k3)
-    m0, m1, m2, m3 = _kstep4(u0, u1, u2, u3, S0, S1, S2, S3, iload64(q3, qo), m0, m1, m2, m3)
-    return i0, i1, i2, i3, j0, j1, j2, j3, k0, k1, k2, k3, m0, m1, m2, m3
-
-
-@njit(inline="always")
-def _kunpack(kblock, kpart, w, b, bl, k, U, SC, MN, DW):
-    """Row k's block b into slot bl of the group's tile: each step's bytes and lane scales (steps
-    written out: a constant c folds), the mins into MN (four int32 a row, rows in order), d and
-    dmin into DW (four rows' d, then their dmin: `_kblock_four` reads each four times)."""
-    sc, mn, d, dmin = kblock(w, b)
-    for c in (0, 1, 2, 3):
-        u, S = kpart(w, b, sc, c)
-        o = (bl * 4 + c) * 4 + k
-        istore(U, o * 64, u)
-        istore(SC, o * LANES, S)
-    istore(MN, bl * 16 + 4 * k, mn)  # lanes 4-15 (zeros) land where the next rows go
-    DW[bl * 8 + k] = d
-    DW[bl * 8 + 4 + k] = dmin
-
-
-def kmatvec_tokens(w, X, out, scratch):
-    """`imatvec_tokens` for the K-quants with integer sub-block scales (kblock, kpart above).
-    Four rows at a time; with several tokens (TILE) a group's blocks are unpacked once into a
-    tile (TILE_STEPS steps at a time, so it stays in L1) that four tokens at a time read, a
-    chunk of TOKEN_CHUNK tokens at a time, and a block's sixteen sums (4 rows x 4 tokens) are
-    gathered into one vector (`imerge*`), their min terms into another, for one float step
-    each; one token unpacks as it goes. scratch is unused (the float route's)."""
+def kpack_rows(w, P):
+    """w (rows, row_bytes) -> P (groups, nb, PACK_BYTES); a last group short of sixteen rows
+    repeats its last row (`_pack_store` stores only real rows)."""
     rows = w.shape[0]
+    for g in prange(P.shape[0]):
+        for r in range(PACK_ROWS):
+            wr = w[min(PACK_ROWS * g + r, rows - 1)]
+            for b in range(P.shape[1]):
+                pack_block(wr, b, P[g, b], r)
+
+
+def kpmatvec_tokens(P, X, out, scratch):
+    """out (n, rows) from packed rows P (`kpack_rows`) and X (n, cols), four tokens at a time
+    sharing each loaded weight vector and its nibbles. scratch: its row count is the number of
+    parallel parts."""
     n, cols = X.shape
-    nb = cols // BLOCK
+    G, nb = P.shape[0], P.shape[1]
     Q = np.empty((n, cols), np.int8)  # (n, cols) quantized tokens
     QS = np.empty((n, cols // 4), np.int32)  # (n, cols / 4) sum of each 4 q
     XD = np.empty((n, cols // 4), np.float32)  # (n, cols / 4) the block's dx per lane
@@ -774,109 +732,41 @@ def kmatvec_tokens(w, X, out, scratch):
                 lo += QS[t, 16 * i + k]
                 hi += QS[t, 16 * i + 8 + k]
             SW[t, i] = (lo & 0xFFFF) | (hi << 16)
-    ahead = PREFETCH_GROUPS * 4
-    n_groups = (rows + 3) // 4
     n_parts = scratch.shape[0]
-    chunk = max(1, TILE_STEPS // 4)  # blocks in the tile
     for part in prange(n_parts):
-        tiles = chunk if TILE else 1
-        U = np.empty(tiles * 16 * 64, np.int8)  # (chunk, 4 steps, 4 rows, 64) weight bytes
-        SC = np.empty(tiles * 16 * LANES, np.int32)  # (chunk, 4 steps, 4 rows, LANES) scales
-        MN = np.empty(tiles * 16 + 12, np.int32)  # (chunk, 4 rows, 4) mins as int16 pairs
-        DW = np.empty(tiles * 8, np.float32)  # (chunk, 2, 4 rows) d, then dmin
-        # (quads, 2, LANES) sums and min terms of four tokens, lane 4 * token + row
-        acc = np.empty((min(n, TOKEN_CHUNK) + 3) // 4 * 2 * LANES, np.float32)
-        for t0 in range(0, n, TOKEN_CHUNK if TILE else n):
-            t1 = min(n, t0 + TOKEN_CHUNK) if TILE else n
-            for g in range(part * n_groups // n_parts, (part + 1) * n_groups // n_parts):
-                r = 4 * g
-                w0, w1, w2, w3 = _rows4(w, r, rows)
-                pr = min(r + ahead, rows - 4)
-                if not TILE:
-                    for t in range(n):
-                        a = vzero()
-                        for b in range(nb):
-                            if pr >= 0 and t == 0:
-                                _prefetch_int_block(w, pr, b, BLOCK_BYTES)
-                            a = _kblock_one(kblock, kpart, w0, w1, w2, w3, b, Q[t], SW[t],
-                                            XD[t, b * 64], a)
-                        vstore_f32(acc, 0, a)
-                        _store_rows(out[t], r, acc[0] - acc[4], acc[1] - acc[5],
-                                    acc[2] - acc[6], acc[3] - acc[7])
-                    continue
-                for kb0 in range(0, nb, chunk):
-                    kb1 = min(nb, kb0 + chunk)
-                    for b in range(kb0, kb1):
-                        if pr >= 0 and t0 == 0:  # the next groups' rows, while this computes
-                            _prefetch_int_block(w, pr, b, BLOCK_BYTES)
-                        _kunpack(kblock, kpart, w0, b, b - kb0, 0, U, SC, MN, DW)
-                        _kunpack(kblock, kpart, w1, b, b - kb0, 1, U, SC, MN, DW)
-                        _kunpack(kblock, kpart, w2, b, b - kb0, 2, U, SC, MN, DW)
-                        _kunpack(kblock, kpart, w3, b, b - kb0, 3, U, SC, MN, DW)
-                    for t in range(t0, t1, 4):
-                        t_1, t_2, t_3 = min(t + 1, t1 - 1), min(t + 2, t1 - 1), min(t + 3, t1 - 1)
-                        o = (t - t0) // 4 * 2 * LANES
-                        a = m = vzero()
-                        if kb0 > 0:  # the same sums, continued
-                            a, m = vload_f32(acc, o), vload_f32(acc, o + LANES)
-                        for b in range(kb0, kb1):
-                            a, m = _kblock_four(U, SC, MN, DW, b, b - kb0, Q[t], Q[t_1], Q[t_2],
-                                                Q[t_3], SW[t], SW[t_1], SW[t_2], SW[t_3],
-                                                XD[t, b * 64], XD[t_1, b * 64], XD[t_2, b * 64],
-                                                XD[t_3, b * 64], a, m)
-                        vstore_f32(acc, o, a)
-                        vstore_f32(acc, o + LANES, m)
-                for t in range(t0, t1):
-                    o = (t - t0) // 4 * 2 * LANES + (t - t0) % 4 * 4
-                    _store_rows(out[t], r, acc[o] - acc[o + 16], acc[o + 1] - acc[o + 17],
-                                acc[o + 2] - acc[o + 18], acc[o + 3] - acc[o + 19])
-
-
-@njit(inline="always")
-def _kblock_four(U, SC, MN, DW, b, bl, q0, q1, q2, q3, s0, s1, s2, s3, x0, x1, x2, x3, a, m):
-    """Block b (tile slot bl) of four rows against four tokens: a and m (lane 4 * token + row:
-    the sums, and the min terms) + one float step each."""
-    i0 = i1 = i2 = i3 = j0 = j1 = j2 = j3 = k0 = k1 = k2 = k3 = n0 = n1 = n2 = n3 = izero()
-    for c in (0, 1, 2, 3):
-        (i0, i1, i2, i3, j0, j1, j2, j3, k0, k1, k2, k3, n0, n1, n2, n3) = _ktile_step(
-            U, SC, bl * 16 + 4 * c, q0, q1, q2, q3, b * 256 + 64 * c, i0, i1, i2, i3, j0, j1,
-            j2, j3, k0, k1, k2, k3, n0, n1, n2, n3)
-    # a token's four rows in lanes 4 apart, then the four tokens side by side: lane 4t + r
-    s_0 = imerge8(imerge16(i0, i1), imerge16(i2, i3))
-    s_1 = imerge8(imerge16(j0, j1), imerge16(j2, j3))
-    s_2 = imerge8(imerge16(k0, k1), imerge16(k2, k3))
-    s_3 = imerge8(imerge16(n0, n1), imerge16(n2, n3))
-    isum = imerge2(imerge4(s_0, s_1), imerge4(s_2, s_3))
-    mins = iload16(MN, bl * 16)
-    m_01 = imerge4(ipairs_times(mins, iload4_x4(s0, b * 4)),
-                   ipairs_times(mins, iload4_x4(s1, b * 4)))
-    m_23 = imerge4(ipairs_times(mins, iload4_x4(s2, b * 4)),
-                   ipairs_times(mins, iload4_x4(s3, b * 4)))
-    dx = vtokens_four(x0, x1, x2, x3)
-    a = vfma(itof(isum), vmul(iload4_x4(DW, bl * 8), dx), a)
-    return a, vfma(itof(imerge2(m_01, m_23)), vmul(iload4_x4(DW, bl * 8 + 4), dx), m)
-
-
-@njit(inline="always")
-def _kblock_one(kblock, kpart, w0, w1, w2, w3, b, q, sw, dx, a):
-    """Block b of four rows, unpacked as it goes, against one token: a (lanes 0-3 the rows,
-    4-7 their min terms) + one float step."""
-    s0, m0, d0, n0 = kblock(w0, b)
-    s1, m1, d1, n1 = kblock(w1, b)
-    s2, m2, d2, n2 = kblock(w2, b)
-    s3, m3, d3, n3 = kblock(w3, b)
-    i0 = i1 = i2 = i3 = izero()
-    for c in (0, 1, 2, 3):
-        u0, S0 = kpart(w0, b, s0, c)
-        u1, S1 = kpart(w1, b, s1, c)
-        u2, S2 = kpart(w2, b, s2, c)
-        u3, S3 = kpart(w3, b, s3, c)
-        i0, i1, i2, i3 = _kstep4(u0, u1, u2, u3, S0, S1, S2, S3, iload64(q, b * 256 + c * 64),
-                                 i0, i1, i2, i3)
-    mins = ipairs_times(icat4(m0, m1, m2, m3), iload4_x4(sw, b * 4))
-    c4 = imerge4(imerge8(imerge16(i0, i1), imerge16(i2, i3)), mins)
-    dw = vrows_one(d0, d1, d2, d3, n0, n1, n2, n3)
-    return vfma(itof(imerge2(c4, c4)), vmul(dw, vsplat(dx)), a)
+        tail = np.empty(LANES, np.float32)  # (LANES,) a short last group's sums
+        for g in range(part * G // n_parts, (part + 1) * G // n_parts):
+            Pg = P[g]
+            t = 0
+            while t + 4 <= n:
+                a0 = a1 = a2 = a3 = m0 = m1 = m2 = m3 = vzero()
+                for b in range(nb):
+                    pb = Pg[b]
+                    i0, i1, i2, i3, n0, n1, n2, n3 = packed_four(
+                        pb, b, Q[t], Q[t + 1], Q[t + 2], Q[t + 3], SW[t], SW[t + 1], SW[t + 2],
+                        SW[t + 3])
+                    d, dmin = packed_scales(pb)
+                    x0, x1 = vsplat(XD[t, 64 * b]), vsplat(XD[t + 1, 64 * b])
+                    x2, x3 = vsplat(XD[t + 2, 64 * b]), vsplat(XD[t + 3, 64 * b])
+                    a0, m0 = vfma(itof(i0), vmul(d, x0), a0), vfma(itof(n0), vmul(dmin, x0), m0)
+                    a1, m1 = vfma(itof(i1), vmul(d, x1), a1), vfma(itof(n1), vmul(dmin, x1), m1)
+                    a2, m2 = vfma(itof(i2), vmul(d, x2), a2), vfma(itof(n2), vmul(dmin, x2), m2)
+                    a3, m3 = vfma(itof(i3), vmul(d, x3), a3), vfma(itof(n3), vmul(dmin, x3), m3)
+                _pack_store(out[t], g, vsub(a0, m0), tail)
+                _pack_store(out[t + 1], g, vsub(a1, m1), tail)
+                _pack_store(out[t + 2], g, vsub(a2, m2), tail)
+                _pack_store(out[t + 3], g, vsub(a3, m3), tail)
+                t += 4
+            while t < n:
+                a0 = m0 = vzero()
+                for b in range(nb):
+                    pb = Pg[b]
+                    i0, n0 = packed_one(pb, b, Q[t], SW[t])
+                    d, dmin = packed_scales(pb)
+                    x0 = vsplat(XD[t, 64 * b])
+                    a0, m0 = vfma(itof(i0), vmul(d, x0), a0), vfma(itof(n0), vmul(dmin, x0), m0)
+                _pack_store(out[t], g, vsub(a0, m0), tail)
+                t += 1
 
 
 def _sources_digest() -> str:
@@ -940,15 +830,21 @@ def build(mod) -> SimpleNamespace:
         one(w, x.reshape(1, -1), out.reshape(1, -1), scratch)
 
     integer = None
-    if simd_int.ISA != "none" and hasattr(mod, "kpart"):
-        knames = dict(names, BLOCK_BYTES=mod.TYPE_SIZE, kblock=mod.kblock, kpart=mod.kpart)
-        integer = SimpleNamespace(
-            prepare=_as_is,
-            matvec_tokens=njit(parallel=True, cache=True)(
-                _bind(kmatvec_tokens, suffix + "_int", TILE=True, **knames)),
-            matvec_one=njit(parallel=True, cache=True)(
-                _bind(kmatvec_tokens, suffix + "_int_one", TILE=False, **knames)),
-        )
+    if simd_int.ISA != "none" and hasattr(mod, "packed_four"):
+        knames = dict(names, pack_block=mod.pack_block, packed_four=mod.packed_four,
+                      packed_one=mod.packed_one, packed_scales=mod.packed_scales)
+        kpack = njit(parallel=True, cache=True)(_bind(kpack_rows, suffix + "_pack", **knames))
+        kpacked = njit(parallel=True, cache=True)(_bind(kpmatvec_tokens, suffix + "_int",
+                                                        **knames))
+
+        def kprepare(w):
+            """w (rows, row_bytes) packed for `kpmatvec_tokens` (once per matrix)."""
+            P = np.empty(((w.shape[0] + PACK_ROWS - 1) // PACK_ROWS, w.shape[1] // mod.TYPE_SIZE,
+                          mod.PACK_BYTES), np.uint8)
+            kpack(w, P)
+            return P
+
+        integer = SimpleNamespace(prepare=kprepare, matvec_tokens=kpacked, matvec_one=kpacked)
     elif simd_int.ISA != "none" and hasattr(mod, "int_part") and mod.BLOCK == 32:
         pnames = dict(names, HAS_MIN=getattr(mod, "HAS_MIN", False),
                       OFFSET=getattr(mod, "OFFSET", 0), BLOCK_BYTES=mod.TYPE_SIZE,

@@ -244,8 +244,9 @@ def vstore_f32(typingctx, arr, i, v):
 
 @intrinsic
 def vload_f16(typingctx, arr, i):
-    """arr[i : i + LANES] of a uint16 array holding IEEE half bit patterns, exactly widened."""
-    if not _contiguous_1d(arr, types.uint16):
+    """arr[i : i + LANES] of a uint16 array holding IEEE half bit patterns, exactly widened,
+    or the LANES halves at byte i of a uint8 one (a packed matrix's scales)."""
+    if not _contiguous_1d(arr, types.uint16, types.uint8):
         return None
 
     def codegen(context, builder, sig, args):

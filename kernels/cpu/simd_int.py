@@ -25,7 +25,7 @@ from numba.core import cgutils
 from numba.core import config as numba_config
 from numba.extending import intrinsic, models, register_model
 
-from .simd import LANES, _contiguous_1d, _k_scale_bytes, _splat, _vector_pointer, f32x16
+from .simd import LANES, _contiguous_1d, _splat, _vector_pointer, f32x16
 
 ISA_CHOICES = ("avx512vnni", "avx2", "none")
 
@@ -137,18 +137,6 @@ class Bytes:
 
     def hi4(self, v):
         return self.b.lshr(v, self.splat(4, self._n(v)))
-
-    def nibbles(self, v):
-        """cat(lo4(v), hi4(v)) of 32 bytes. On AVX-512 both halves come from one broadcast load,
-        the high one shifted right by 4 in 16-bit lanes, then one mask: two instructions where
-        the byte shift (no such instruction) and the join took three."""
-        if ISA != "avx512vnni" or self._n(v) != 32:
-            return self.cat(self.lo4(v), self.hi4(v))
-        both = self.b.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, 64),
-                                                       list(range(32)) * 2))
-        w16 = ir.VectorType(ir.IntType(16), 32)
-        w = self.b.lshr(self.b.bitcast(both, w16), ir.Constant(w16, [0] * 16 + [4] * 16))
-        return self.lo4(self.b.bitcast(w, _V64I8))
 
     def shr(self, v, k):
         return self.b.lshr(v, self.splat(k, self._n(v)))
@@ -429,9 +417,8 @@ def _lane_picker(width: int, vtype):
     return pick
 
 
-# lanes 0-7 = v[j], 8-15 = v[j + 1]: two 32-value sub-blocks' scales (ipair: integer ones)
+# lanes 0-7 = v[j], 8-15 = v[j + 1]: two 32-value sub-blocks' scales
 vpair = _lane_picker(8, f32x16)
-ipair = _lane_picker(8, i32x16)
 # lanes 4k .. 4k + 3 = v[j + k]: four 16-value sub-blocks' scales
 vquad_lanes = _lane_picker(4, f32x16)
 
@@ -481,7 +468,6 @@ def istore(typingctx, arr, i, v):
     return types.none(arr, i, v), codegen
 
 
-
 # The K-quants' integer scales (llama.cpp's order: a block's sum is an exact integer, then one
 # float step per block). A lane's scale sits in both 16-bit halves of its int32, so vpmaddwd
 # scales the two int16 pair sums vpmaddubsw leaves there.
@@ -491,37 +477,6 @@ def _words(builder, v):
     """Each int32 lane's low 16 bits in both of its halves."""
     low = builder.and_(v, ir.Constant(_V16I32, [0xFFFF] * LANES))
     return builder.or_(low, builder.shl(v, ir.Constant(_V16I32, [16] * LANES)))
-
-
-@intrinsic
-def ik_scales(typingctx, arr, i):
-    """Q4_K's eight 6-bit scales (lanes 0-7) and mins (8-15) packed in the 12 bytes at arr[i:]
-    (`simd.vload_k_scales` in integers), each in both halves of its lane."""
-    if not (_contiguous_1d(arr, types.uint8) and isinstance(i, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return _words(builder, builder.zext(_k_scale_bytes(context, builder, sig, args),
-                                            _V16I32))
-
-    return i32x16(arr, i), codegen
-
-
-@intrinsic
-def ik_min_words(typingctx, sc):
-    """Lanes 0-3: the int16 pairs (min[2i], min[2i + 1]) of `ik_scales`' mins, zeros above."""
-    if not isinstance(sc, I32x16):
-        return None
-
-    def codegen(context, builder, sig, args):
-        v32i16 = ir.VectorType(_I16, 32)
-        h = builder.bitcast(args[0], v32i16)
-        idx = [16 + 2 * k for k in range(8)] + [32] * 24  # index 32: the zero vector's lane
-        pairs = builder.shuffle_vector(h, ir.Constant(v32i16, [0] * 32),
-                                       ir.Constant(ir.VectorType(_I32, 32), idx))
-        return builder.bitcast(pairs, _V16I32)
-
-    return i32x16(sc), codegen
 
 
 def _pairs_times(builder, a, b):
@@ -552,7 +507,7 @@ def ipairs_times(typingctx, a, b):
 @intrinsic
 def idot_scaled(typingctx, acc, u, s, scale):
     """acc + scale * (u . s) in int32 lanes of four: unsigned weight bytes u (below 128),
-    signed activations s, each lane's scale in both of its halves (`ik_scales`, `ipair`):
+    signed activations s, each lane's scale in both of its halves (`iwiden_words`):
     vpmaddubsw's int16 pairs, then vpdpwssds (vpmaddwd and an add on AVX2), llama.cpp's
     integer order. Exact while a pair of products fits int16 (u * 127 * 2 < 32768). The
     saturating form because LLVM's machine combiner splits most plain vpdpwssd back into
@@ -572,96 +527,109 @@ def idot_scaled(typingctx, acc, u, s, scale):
     return i32x16(acc, u, s, scale), codegen
 
 
-def _merge(p: int):
-    """An intrinsic (a, b) for two vectors of 16 // p sums in p int32 lanes each (sum k in
-    lanes k * p .. k * p + p - 1): a's sums, then b's, in p // 2 lanes each, a lane and the
-    one p // 2 above it added. Four of them (p = 16, 8, 4, 2) take 16 vectors to the 16 sums."""
-    half = p // 2
-    lo, hi = [], []
-    for k in range(LANES):
-        src, kk = (0, k) if k < 8 else (LANES, k - 8)
-        a, j = divmod(kk, half)
-        lo.append(src + a * p + j)
-        hi.append(src + a * p + half + j)
+# Packed K-quant rows (Q4_K): sixteen rows a vector, lane r row r's, their nibbles, scales
+# and mins widened from bytes.
+
+
+def _byte_op(doc, fn):
+    """An intrinsic (v) -> i8x64 applying fn(builder, v) to the 64 byte lanes."""
 
     @intrinsic
-    def merge(typingctx, a, b):
-        if not (isinstance(a, I32x16) and isinstance(b, I32x16)):
+    def op(typingctx, v):
+        if not isinstance(v, I8x64):
             return None
 
         def codegen(context, builder, sig, args):
-            x, y = args
-            return builder.add(builder.shuffle_vector(x, y, ir.Constant(_V16I32, lo)),
-                               builder.shuffle_vector(x, y, ir.Constant(_V16I32, hi)))
+            return fn(builder, args[0])
 
-        return i32x16(a, b), codegen
+        return i8x64(v), codegen
 
-    return merge
-
-
-imerge16, imerge8, imerge4, imerge2 = (_merge(p) for p in (16, 8, 4, 2))
+    op.__doc__ = doc
+    return op
 
 
-@intrinsic
-def icat4(typingctx, a, b, c, d):
-    """Lanes 0-3 of a, b, c, d, one after another."""
-    if not all(isinstance(t, I32x16) for t in (a, b, c, d)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        idx = ir.Constant(ir.VectorType(_I32, 8), [0, 1, 2, 3, 16, 17, 18, 19])
-        ab = builder.shuffle_vector(args[0], args[1], idx)
-        cd = builder.shuffle_vector(args[2], args[3], idx)
-        return builder.shuffle_vector(ab, cd, ir.Constant(_V16I32, list(range(16))))
-
-    return i32x16(a, b, c, d), codegen
+# a packed byte's two 4-bit values (the high one: a 16-bit shift and a mask on x86)
+ilow4 = _byte_op("Each byte & 15.", lambda b, v: b.and_(v, ir.Constant(_V64I8, [15] * 64)))
+ihigh4 = _byte_op("Each byte >> 4.", lambda b, v: b.lshr(v, ir.Constant(_V64I8, [4] * 64)))
 
 
-@intrinsic
-def iload4_x4(typingctx, arr, i):
-    """The 4 values arr[i:i + 4] (int32 or float32), four times: one broadcast load."""
-    if not (_contiguous_1d(arr, types.int32, types.float32) and isinstance(i, types.Integer)):
-        return None
-    is_int = arr.dtype == types.int32
+def _widen(n: int, elem: ir.IntType, doc: str):
+    """An intrinsic (arr, i): the n bytes at arr[i:] of a uint8 array zero-extended to `elem`
+    lanes (vpmovzx from memory), as sixteen int32 lanes."""
 
-    def codegen(context, builder, sig, args):
-        data = context.make_array(sig.args[0])(context, builder, args[0]).data
-        i = context.cast(builder, args[1], sig.args[1], types.intp)
-        v4 = ir.VectorType(_I32 if is_int else ir.FloatType(), 4)
-        q = builder.load(builder.bitcast(builder.gep(data, [i]), ir.PointerType(v4)), align=4)
-        return builder.shuffle_vector(q, q, ir.Constant(_V16I32, [0, 1, 2, 3] * 4))
-
-    return (i32x16 if is_int else f32x16)(arr, i), codegen
-
-
-def _float_pattern(pattern):
-    """An intrinsic (s0, .., s{m-1}) of float scalars: lane k = s[pattern[k]]."""
-    m = max(pattern) + 1
-    names = ", ".join(f"s{k}" for k in range(m))
-
-    def typer(typingctx, scalars):
-        if not all(isinstance(t, (types.Float, types.Integer)) for t in scalars):
+    @intrinsic
+    def widen(typingctx, arr, i):
+        if not (_contiguous_1d(arr, types.uint8) and isinstance(i, types.Integer)):
             return None
 
         def codegen(context, builder, sig, args):
-            vals = [context.cast(builder, a, t, types.float32) for a, t in zip(args, sig.args,
-                                                                                strict=True)]
-            out = ir.Constant(_VF32, ir.Undefined)
-            for k, j in enumerate(pattern):
-                out = builder.insert_element(out, vals[j], ir.Constant(_I32, k))
-            return out
+            v = Bytes(context, builder, sig, args).load(
+                context.cast(builder, args[1], sig.args[1], types.intp), n)
+            return builder.bitcast(builder.zext(v, ir.VectorType(elem, n)), _V16I32)
 
-        return f32x16(*scalars), codegen
+        return i32x16(arr, i), codegen
 
-    scope = {"typer": typer}
-    exec(f"def pattern(typingctx, {names}):\n    return typer(typingctx, ({names},))", scope)
-    return intrinsic(scope["pattern"])
+    widen.__doc__ = doc
+    return widen
 
 
-# the float sides of the Q4_K kernel's gathered sums: four rows' d (s0-s3) and dmin (s4-s7)
-# against one token (lanes 0-3 d, 4-7 dmin); four tokens' activation scales (lanes 4t .. 4t + 3)
-vrows_one = _float_pattern([0, 1, 2, 3, 4, 5, 6, 7] * 2)
-vtokens_four = _float_pattern([0] * 4 + [1] * 4 + [2] * 4 + [3] * 4)
+@intrinsic
+def iwiden_words(typingctx, arr, i):
+    """Sixteen bytes at arr[i:], each in both int16 halves of its int32 lane (rows' scales for
+    `idot_scaled`)."""
+    if not (_contiguous_1d(arr, types.uint8) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = Bytes(context, builder, sig, args).load(
+            context.cast(builder, args[1], sig.args[1], types.intp), 16)
+        return _words(builder, builder.zext(v, _V16I32))
+
+    return i32x16(arr, i), codegen
+
+
+iwiden = _widen(16, _I32, "Sixteen bytes at arr[i:] as int32 lanes (rows' integer scales).")
+iwiden_pairs = _widen(32, _I16, "Thirty-two bytes at arr[i:] as int16 halves, bytes 2k and "
+                                "2k + 1 in lane k (rows' pairs of mins, for `ipairs_times`).")
+
+
+@intrinsic
+def idot16(typingctx, acc, u, s):
+    """acc + unsigned bytes u . signed bytes s in int16 lanes of two (vpmaddubsw, vpaddw),
+    held as int32 lanes: exact while every lane's sums fit int16 (the caller's bound)."""
+    if not (isinstance(acc, I32x16) and isinstance(u, I8x64) and isinstance(s, I8x64)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v32i16 = ir.VectorType(_I16, 32)
+        pairs = builder.bitcast(_byte_pairs(builder, args[1], args[2]), v32i16)
+        return builder.bitcast(builder.add(builder.bitcast(args[0], v32i16), pairs), _V16I32)
+
+    return i32x16(acc, u, s), codegen
+
+
+@intrinsic
+def imul_add(typingctx, acc, a, b):
+    """acc + a * b in int32 lanes (the low 32 bits: vpmulld)."""
+    if not all(isinstance(t, I32x16) for t in (acc, a, b)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.add(args[0], builder.mul(args[1], args[2]))
+
+    return i32x16(acc, a, b), codegen
+
+
+@intrinsic
+def iadd(typingctx, a, b):
+    """a + b in int32 lanes."""
+    if not (isinstance(a, I32x16) and isinstance(b, I32x16)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.add(args[0], args[1])
+
+    return i32x16(a, b), codegen
 
 
 @intrinsic
@@ -683,23 +651,22 @@ __all__ = [
     "SIGN_BY_OFFSET",
     "byte_program",
     "choose_isa",
+    "iadd",
     "ibcast4",
-    "icat4",
     "idot",
+    "idot16",
     "idot_scaled",
     "idot_signed",
-    "ik_min_words",
-    "ik_scales",
     "iflip",
+    "ihigh4",
+    "ilow4",
+    "imul_add",
+    "iwiden",
+    "iwiden_pairs",
+    "iwiden_words",
     "iload16",
-    "iload4_x4",
     "iload64",
     "isplat",
-    "imerge16",
-    "imerge2",
-    "imerge4",
-    "imerge8",
-    "ipair",
     "ipairs_times",
     "istore",
     "itof",
@@ -709,6 +676,4 @@ __all__ = [
     "vpair",
     "vquad_bits",
     "vquad_lanes",
-    "vrows_one",
-    "vtokens_four",
 ]
