@@ -226,6 +226,11 @@ def iload64(typingctx, arr, i):
     return i8x64(arr, i), codegen
 
 
+def _cat2(builder, lo, hi):
+    """Two 32-byte halves as one 64-byte vector."""
+    return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 64), list(range(64))))
+
+
 def _join(builder, lo, hi):
     """Two 8-lane int32 halves as one 16-lane vector."""
     return builder.shuffle_vector(lo, hi, ir.Constant(_V16I32, list(range(16))))
@@ -283,7 +288,13 @@ def idot_signed(typingctx, base, w, s):
         zero = ir.Constant(_V64I8, [0] * 64)
         neg = builder.icmp_signed("<", w, zero)
         mag = builder.select(neg, builder.sub(zero, w), w)
-        signed = builder.select(neg, builder.sub(zero, s), s)
+        if ISA == "avx2":  # vpsignb: one instruction where the compare-and-negate took three
+            v32 = ir.VectorType(_I8, 32)
+            signed = _cat2(builder, *(_call(builder, "llvm.x86.avx2.psign.b", v32,
+                                            [_half(builder, s, k, 32), _half(builder, w, k, 32)])
+                                      for k in (0, 1)))
+        else:
+            signed = builder.select(neg, builder.sub(zero, s), s)
         return _dot_unsigned(builder, base, mag, signed)
 
     return i32x16(base, w, s), codegen
