@@ -701,6 +701,13 @@ def pmatvec_tokens(P, X, out, scratch):
 # so a (row, token) gets the same bits whatever else the call computes.
 
 
+@njit(inline="always")
+def _kfloat(isum, imin, d, dmin, dx, a, m):
+    """One token's float steps of a block: a + float(isum) * (d * dx), m likewise with dmin."""
+    x = vsplat(dx)
+    return vfma(itof(isum), vmul(d, x), a), vfma(itof(imin), vmul(dmin, x), m)
+
+
 def kpack_rows(w, P):
     """w (rows, row_bytes) -> P (groups, nb, PACK_BYTES); a last group short of sixteen rows
     repeats its last row (`_pack_store` stores only real rows)."""
@@ -746,12 +753,10 @@ def kpmatvec_tokens(P, X, out, scratch):
                         pb, b, Q[t], Q[t + 1], Q[t + 2], Q[t + 3], SW[t], SW[t + 1], SW[t + 2],
                         SW[t + 3])
                     d, dmin = packed_scales(pb)
-                    x0, x1 = vsplat(XD[t, 64 * b]), vsplat(XD[t + 1, 64 * b])
-                    x2, x3 = vsplat(XD[t + 2, 64 * b]), vsplat(XD[t + 3, 64 * b])
-                    a0, m0 = vfma(itof(i0), vmul(d, x0), a0), vfma(itof(n0), vmul(dmin, x0), m0)
-                    a1, m1 = vfma(itof(i1), vmul(d, x1), a1), vfma(itof(n1), vmul(dmin, x1), m1)
-                    a2, m2 = vfma(itof(i2), vmul(d, x2), a2), vfma(itof(n2), vmul(dmin, x2), m2)
-                    a3, m3 = vfma(itof(i3), vmul(d, x3), a3), vfma(itof(n3), vmul(dmin, x3), m3)
+                    a0, m0 = _kfloat(i0, n0, d, dmin, XD[t, 64 * b], a0, m0)
+                    a1, m1 = _kfloat(i1, n1, d, dmin, XD[t + 1, 64 * b], a1, m1)
+                    a2, m2 = _kfloat(i2, n2, d, dmin, XD[t + 2, 64 * b], a2, m2)
+                    a3, m3 = _kfloat(i3, n3, d, dmin, XD[t + 3, 64 * b], a3, m3)
                 _pack_store(out[t], g, vsub(a0, m0), tail)
                 _pack_store(out[t + 1], g, vsub(a1, m1), tail)
                 _pack_store(out[t + 2], g, vsub(a2, m2), tail)
@@ -763,8 +768,7 @@ def kpmatvec_tokens(P, X, out, scratch):
                     pb = Pg[b]
                     i0, n0 = packed_one(pb, b, Q[t], SW[t])
                     d, dmin = packed_scales(pb)
-                    x0 = vsplat(XD[t, 64 * b])
-                    a0, m0 = vfma(itof(i0), vmul(d, x0), a0), vfma(itof(n0), vmul(dmin, x0), m0)
+                    a0, m0 = _kfloat(i0, n0, d, dmin, XD[t, 64 * b], a0, m0)
                 _pack_store(out[t], g, vsub(a0, m0), tail)
                 t += 1
 

@@ -153,9 +153,7 @@ class Bytes:
     def cat(self, *vs):
         """The vectors one after another (equal sizes, a power-of-two count)."""
         while len(vs) > 1:
-            n = self._n(vs[0])
-            idx = ir.Constant(ir.VectorType(_I32, 2 * n), list(range(2 * n)))
-            vs = [self.b.shuffle_vector(vs[k], vs[k + 1], idx) for k in range(0, len(vs), 2)]
+            vs = [_join(self.b, vs[k], vs[k + 1]) for k in range(0, len(vs), 2)]
         return vs[0]
 
     def word_bits(self, word, first: int, n: int, up: int):
@@ -226,14 +224,10 @@ def iload64(typingctx, arr, i):
     return i8x64(arr, i), codegen
 
 
-def _cat2(builder, lo, hi):
-    """Two 32-byte halves as one 64-byte vector."""
-    return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 64), list(range(64))))
-
-
 def _join(builder, lo, hi):
-    """Two 8-lane int32 halves as one 16-lane vector."""
-    return builder.shuffle_vector(lo, hi, ir.Constant(_V16I32, list(range(16))))
+    """Two vectors of one type, lo's lanes then hi's, as one twice as long."""
+    n = 2 * lo.type.count
+    return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, n), list(range(n))))
 
 
 def _byte_pairs(builder, u, s):
@@ -290,7 +284,7 @@ def idot_signed(typingctx, base, w, s):
         mag = builder.select(neg, builder.sub(zero, w), w)
         if ISA == "avx2":  # vpsignb: one instruction where the compare-and-negate took three
             v32 = ir.VectorType(_I8, 32)
-            signed = _cat2(builder, *(_call(builder, "llvm.x86.avx2.psign.b", v32,
+            signed = _join(builder, *(_call(builder, "llvm.x86.avx2.psign.b", v32,
                                             [_half(builder, s, k, 32), _half(builder, w, k, 32)])
                                       for k in (0, 1)))
         else:
@@ -564,9 +558,9 @@ ilow4 = _byte_op("Each byte & 15.", lambda b, v: b.and_(v, ir.Constant(_V64I8, [
 ihigh4 = _byte_op("Each byte >> 4.", lambda b, v: b.lshr(v, ir.Constant(_V64I8, [4] * 64)))
 
 
-def _widen(n: int, elem: ir.IntType, doc: str):
+def _widen(n: int, elem: ir.IntType, doc: str, then=None):
     """An intrinsic (arr, i): the n bytes at arr[i:] of a uint8 array zero-extended to `elem`
-    lanes (vpmovzx from memory), as sixteen int32 lanes."""
+    lanes (vpmovzx from memory), as sixteen int32 lanes, then then(builder, v) if given."""
 
     @intrinsic
     def widen(typingctx, arr, i):
@@ -576,7 +570,8 @@ def _widen(n: int, elem: ir.IntType, doc: str):
         def codegen(context, builder, sig, args):
             v = Bytes(context, builder, sig, args).load(
                 context.cast(builder, args[1], sig.args[1], types.intp), n)
-            return builder.bitcast(builder.zext(v, ir.VectorType(elem, n)), _V16I32)
+            v = builder.bitcast(builder.zext(v, ir.VectorType(elem, n)), _V16I32)
+            return then(builder, v) if then else v
 
         return i32x16(arr, i), codegen
 
@@ -584,21 +579,8 @@ def _widen(n: int, elem: ir.IntType, doc: str):
     return widen
 
 
-@intrinsic
-def iwiden_words(typingctx, arr, i):
-    """Sixteen bytes at arr[i:], each in both int16 halves of its int32 lane (rows' scales for
-    `idot_scaled`)."""
-    if not (_contiguous_1d(arr, types.uint8) and isinstance(i, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        v = Bytes(context, builder, sig, args).load(
-            context.cast(builder, args[1], sig.args[1], types.intp), 16)
-        return _words(builder, builder.zext(v, _V16I32))
-
-    return i32x16(arr, i), codegen
-
-
+iwiden_words = _widen(16, _I32, "Sixteen bytes at arr[i:], each in both int16 halves of its "
+                                "int32 lane (rows' scales for `ipairs_times`).", _words)
 iwiden = _widen(16, _I32, "Sixteen bytes at arr[i:] as int32 lanes (rows' integer scales).")
 iwiden_pairs = _widen(32, _I16, "Thirty-two bytes at arr[i:] as int16 halves, bytes 2k and "
                                 "2k + 1 in lane k (rows' pairs of mins, for `ipairs_times`).")
