@@ -96,12 +96,12 @@ def test_integer_matvec_matches_float64_on_quantized_activations(t):
 
 
 @needs_int
-@pytest.mark.parametrize("t", [T.Q4_K, T.Q6_K, T.Q5_0, T.Q8_0], ids=lambda t: t.name)
+@pytest.mark.parametrize("t", [T.Q4_K, T.Q6_K, T.Q5_K, T.Q5_0, T.Q8_0], ids=lambda t: t.name)
 def test_tiles_over_token_and_step_chunks(t):
-    """Past TOKEN_CHUNK tokens and TILE_STEPS steps the tile (Q6_K) is unpacked again for the
+    """Past TOKEN_CHUNK tokens and TILE_STEPS steps the tile (Q5_K) is unpacked again for the
     next tokens and read a chunk of steps at a time, the sums continuing from memory; the packed
-    types (Q4_K, Q5_0, Q8_0) run many quads of tokens over many blocks: each token still gets
-    the bits it gets alone, and W @ x on its quantized activations."""
+    types (Q4_K, Q6_K, Q5_0, Q8_0) run many quads of tokens over many blocks: each token still
+    gets the bits it gets alone, and W @ x on its quantized activations."""
     from gguf_engine.kernels.cpu import quant_drivers
 
     rng = np.random.default_rng(int(t))

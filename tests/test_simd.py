@@ -37,6 +37,7 @@ from gguf_engine.kernels.cpu.simd_int import (
     istore,
     iwiden,
     iwiden_pairs,
+    iwiden_signed_pairs,
     iwiden_words,
 )
 from numba import njit
@@ -168,6 +169,7 @@ def _packed_ops(u8, i8, a, b, out, nib):
     istore(out, 64, iadd(iload16(a, 0), iload16(b, 0)))
     istore(out, 80, ipairs_times(iwiden_pairs(u8, 7), iload16(b, 16)))
     istore(out, 96, idot_scaled(iload16(a, 0), ilow4(v), iload64(i8, 0), iwiden_words(u8, 9)))
+    istore(out, 112, ipairs_times(iwiden_signed_pairs(u8, 7), iload16(b, 16)))
 
 
 def test_packed_row_intrinsics_against_numpy():
@@ -177,7 +179,7 @@ def test_packed_row_intrinsics_against_numpy():
     b = np.concatenate([rng.integers(-2**10, 2**10, 16),
                         rng.integers(-4000, 4000, 32).astype(np.int16).view(np.int32)])
     b = b.astype(np.int32)
-    out = np.zeros(112, np.int32)
+    out = np.zeros(128, np.int32)
     nib = np.zeros(128, np.int8)
     _packed_ops(u8, i8, a, b, out, nib)
     v = u8[3:67]
@@ -193,4 +195,6 @@ def test_packed_row_intrinsics_against_numpy():
     words = b[16:].view(np.int16).astype(np.int64).reshape(16, 2)
     np.testing.assert_array_equal(out[80:96], (pairs * words).sum(1))
     dots = ((v & 15).astype(np.int64) * i8).reshape(16, 4).sum(1) * u8[9:25]
-    np.testing.assert_array_equal(out[96:], a[:16] + dots)
+    np.testing.assert_array_equal(out[96:112], a[:16] + dots)
+    signed = u8[7:39].view(np.int8).astype(np.int64).reshape(16, 2)  # Q6_K's int8 scales
+    np.testing.assert_array_equal(out[112:], (signed * words).sum(1))

@@ -171,7 +171,8 @@ PAIRS = True
 SIGNED = HAS_MIN = TILE = False
 BASE_K = OFFSET = 0
 dequant_block = dot4_block = derive_x = int_block = int_part = None
-pack_block = packed_four = packed_one = packed_scales = None
+pack_block = packed_four = packed_one = packed_scales = order_quants = None
+SUB_QUADS = 8
 
 
 def dequantize_rows(w, out):
@@ -692,13 +693,20 @@ def pmatvec_tokens(P, X, out, scratch):
                 t += 1
 
 
-# Q4_K on the integer route, rows packed sixteen at a time by the type (`pack_block`, its
-# layout), a matrix when it first takes the route: P (groups, nb, PACK_BYTES). A type gives
+# Q4_K and Q6_K on the integer route, rows packed sixteen at a time by the type (`pack_block`,
+# its layout), a matrix when it first takes the route: P (groups, nb, PACK_BYTES). A type gives
 #   packed_four(pb, b, q0..q3, s0..s3) / packed_one(pb, b, q, s) -> per token the sixteen rows'
 #       scaled integer sums and min sums of block b (exact), and packed_scales(pb) -> (d, dmin);
-# the float steps are llama.cpp's (its repacked Q4_K kernels), per (row, token) in block order:
+# s holds a token's sums over pairs of sub-blocks of SUB_QUADS quads (int16 pairs), q its
+# quantized values in the order of the type's `order_quants`.
+# The float steps are llama.cpp's (its repacked Q4_K kernels), per (row, token) in block order:
 #   acc += float(isum) * (d * dx),  acc_min += float(imin) * (dmin * dx),  out = acc - acc_min,
 # so a (row, token) gets the same bits whatever else the call computes.
+
+
+@njit(inline="always")
+def quants_in_order(q):
+    """The default `order_quants`: packed values in the activations' own order."""
 
 
 @njit(inline="always")
@@ -729,16 +737,18 @@ def kpmatvec_tokens(P, X, out, scratch):
     QS = np.empty((n, cols // 4), np.int32)  # (n, cols / 4) sum of each 4 q
     XD = np.empty((n, cols // 4), np.float32)  # (n, cols / 4) the block's dx per lane
     XS = np.empty((n, cols // 4), np.float32)  # (n, cols / 4) unused here
-    SW = np.empty((n, nb * 4), np.int32)  # (n, nb * 4) each block's sub-block sums, int16 pairs
+    # (n, cols / (8 SUB_QUADS)) the sums of q over pairs of sub-blocks, as int16 pairs
+    SW = np.empty((n, cols // (8 * SUB_QUADS)), np.int32)
     for t in prange(n):
         quantize_token(X[t], 256, Q[t], QS[t], XD[t], XS[t])
-        for i in range(nb * 4):
+        for i in range(SW.shape[1]):
             lo = np.int32(0)
             hi = np.int32(0)
-            for k in range(8):
-                lo += QS[t, 16 * i + k]
-                hi += QS[t, 16 * i + 8 + k]
+            for k in range(SUB_QUADS):
+                lo += QS[t, 2 * SUB_QUADS * i + k]
+                hi += QS[t, 2 * SUB_QUADS * i + SUB_QUADS + k]
             SW[t, i] = (lo & 0xFFFF) | (hi << 16)
+        order_quants(Q[t])
     n_parts = scratch.shape[0]
     for part in prange(n_parts):
         tail = np.empty(LANES, np.float32)  # (LANES,) a short last group's sums
@@ -836,7 +846,9 @@ def build(mod) -> SimpleNamespace:
     integer = None
     if simd_int.ISA != "none" and hasattr(mod, "packed_four"):
         knames = dict(names, pack_block=mod.pack_block, packed_four=mod.packed_four,
-                      packed_one=mod.packed_one, packed_scales=mod.packed_scales)
+                      packed_one=mod.packed_one, packed_scales=mod.packed_scales,
+                      order_quants=getattr(mod, "order_quants", quants_in_order),
+                      SUB_QUADS=getattr(mod, "SUB_QUADS", 8))
         kpack = njit(parallel=True, cache=True)(_bind(kpack_rows, suffix + "_pack", **knames))
         kpacked = njit(parallel=True, cache=True)(_bind(kpmatvec_tokens, suffix + "_int",
                                                         **knames))

@@ -558,9 +558,10 @@ ilow4 = _byte_op("Each byte & 15.", lambda b, v: b.and_(v, ir.Constant(_V64I8, [
 ihigh4 = _byte_op("Each byte >> 4.", lambda b, v: b.lshr(v, ir.Constant(_V64I8, [4] * 64)))
 
 
-def _widen(n: int, elem: ir.IntType, doc: str, then=None):
-    """An intrinsic (arr, i): the n bytes at arr[i:] of a uint8 array zero-extended to `elem`
-    lanes (vpmovzx from memory), as sixteen int32 lanes, then then(builder, v) if given."""
+def _widen(n: int, elem: ir.IntType, doc: str, then=None, signed=False):
+    """An intrinsic (arr, i): the n bytes at arr[i:] of a uint8 array zero-extended (signed:
+    sign-extended) to `elem` lanes (vpmovzx / vpmovsx from memory), as sixteen int32 lanes,
+    then then(builder, v) if given."""
 
     @intrinsic
     def widen(typingctx, arr, i):
@@ -570,7 +571,8 @@ def _widen(n: int, elem: ir.IntType, doc: str, then=None):
         def codegen(context, builder, sig, args):
             v = Bytes(context, builder, sig, args).load(
                 context.cast(builder, args[1], sig.args[1], types.intp), n)
-            v = builder.bitcast(builder.zext(v, ir.VectorType(elem, n)), _V16I32)
+            extend = builder.sext if signed else builder.zext
+            v = builder.bitcast(extend(v, ir.VectorType(elem, n)), _V16I32)
             return then(builder, v) if then else v
 
         return i32x16(arr, i), codegen
@@ -584,6 +586,8 @@ iwiden_words = _widen(16, _I32, "Sixteen bytes at arr[i:], each in both int16 ha
 iwiden = _widen(16, _I32, "Sixteen bytes at arr[i:] as int32 lanes (rows' integer scales).")
 iwiden_pairs = _widen(32, _I16, "Thirty-two bytes at arr[i:] as int16 halves, bytes 2k and "
                                 "2k + 1 in lane k (rows' pairs of mins, for `ipairs_times`).")
+iwiden_signed_pairs = _widen(32, _I16, "`iwiden_pairs` of signed bytes (rows' pairs of int8 "
+                                       "scales).", signed=True)
 
 
 @intrinsic
@@ -656,6 +660,7 @@ __all__ = [
     "imul_add",
     "iwiden",
     "iwiden_pairs",
+    "iwiden_signed_pairs",
     "iwiden_words",
     "iload16",
     "iload64",

@@ -3,8 +3,29 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from numba import njit
 
 from ..fp16 import load_f16
-from ..simd import load_half, vfma, vlane, vload_bits2, vload_f32, vload_i8, vmul, vsplat
-from ..simd_int import byte_program, vquad_lanes
+from ..simd import (
+    load_half,
+    vfma,
+    vlane,
+    vload_bits2,
+    vload_f16,
+    vload_f32,
+    vload_i8,
+    vmul,
+    vsplat,
+    vzero,
+)
+from ..simd_int import (
+    byte_program,
+    iadd,
+    ibcast4,
+    idot_scaled,
+    imul_add,
+    ipairs_times,
+    isplat,
+    iwiden_signed_pairs,
+    izero,
+)
 
 GGML_TYPE = GGMLQuantizationType.Q6_K
 BLOCK, TYPE_SIZE = GGML_QUANT_SIZES[GGML_TYPE]  # 256 values in 210 bytes
@@ -83,29 +104,144 @@ def dot4_block(w0, w1, w2, w3, b, x, xd, a0, a1, a2, a3, tmp):
     a0, a1, a2, a3 = _half(w0, w1, w2, w3, p, x, b * 256, 0, m32, sv, a0, a1, a2, a3)
     return _half(w0, w1, w2, w3, p, x, b * 256, 1, m32, sv, a0, a1, a2, a3)
 
-# integer route: Q8_K activations; step c (64 values) is half h = c // 2, quarter pair
-# k = c % 2: ql[64h:64h + 64] >> 4k, with qh[32h:32h + 32] >> 4k and >> 4k + 2 above
-ACT_BLOCK = 256
-OFFSET = 32
+# The integer route on packed rows (`quant_drivers.kpmatvec_tokens`), sixteen rows a group as
+# Q4_K's are, llama.cpp's order of operations: a block's sum is an exact integer (each 16-value
+# sub-block's products times its int8 scale, vpmaddubsw then vpmaddwd, the offset of 32 taken
+# out through the activations' sub-block sums), then one float step a block. Block b of the
+# sixteen rows in PACK_BYTES (the file's 16 x 210 bytes, regrouped):
+#   values: the block's 32-value groups G = 0..7 (sub-blocks 2G, 2G + 1); vector i of group G
+#           holds in lane r row r's values at positions 2i, 2i + 1, 16 + 2i, 16 + 2i + 1 of the
+#           group (vpmaddubsw's first int16 in sub-block 2G, the second in 2G + 1: one
+#           vpmaddwd against the pair of scales), the activations reordered to match
+#           (`order_quants`). Per half h (groups 4h .. 4h + 3) and i, three vectors at
+#           192 (8h + i): X0 = group 4h's six bits | group 4h + 2's top two << 6, X1 the same
+#           for 4h + 1 and 4h + 3, Y = group 4h + 2's low four | group 4h + 3's << 4
+#   scales: byte 32G + 2r + n = row r's scale of sub-block 2G + n (int16 pairs, sign-extended)
+#   d: the sixteen rows' halves
+PACK_SCALES = 3072
+PACK_D = PACK_SCALES + 256
+PACK_BYTES = PACK_D + 32  # 3360: the sixteen rows' 16 x 210 bytes, no more
+SUB_QUADS = 4  # activation quads under one scale (16 values)
+
+
+@njit(inline="always")
+def _value(w, p, e):
+    """Value e (0..255) of the block at p, unsigned (0..63: the offset of 32 not taken out)."""
+    h, r = e // 128, e % 128
+    low = (np.int32(w[p + h * 64 + r % 64]) >> (4 * (r // 64))) & 15
+    return low | (((np.int32(w[p + 128 + h * 32 + r % 32]) >> (2 * (r // 32))) & 3) << 4)
+
+
+@njit(inline="always")
+def _position(i, k):
+    """Where byte k of a lane of vector i sits in its 32-value group."""
+    return 2 * i + (k & 1) + 16 * (k >> 1)
+
+
+@njit(inline="always")
+def pack_block(w, b, pb, r):
+    """Row w's block b into row slot r of pb (one packed block, PACK_BYTES uint8)."""
+    p = b * TYPE_SIZE
+    for h in range(2):
+        for i in range(8):
+            for k in range(4):
+                e = 128 * h + _position(i, k)
+                v0, v1 = _value(w, p, e), _value(w, p, e + 32)
+                v2, v3 = _value(w, p, e + 64), _value(w, p, e + 96)
+                o = 192 * (8 * h + i) + 4 * r + k
+                pb[o] = v0 | ((v2 >> 4) << 6)
+                pb[o + 64] = v1 | ((v3 >> 4) << 6)
+                pb[o + 128] = (v2 & 15) | ((v3 & 15) << 4)
+    for G in range(8):
+        for n in range(2):
+            pb[PACK_SCALES + 32 * G + 2 * r + n] = w[p + 192 + 2 * G + n]
+    for k in range(2):
+        pb[PACK_D + 2 * r + k] = w[p + 208 + k]
+
+
+@njit(inline="always")
+def order_quants(q):
+    """A token's quantized activations (cols,) reordered in place as the packed values are:
+    in each 32-value group, quad i = positions 2i, 2i + 1, 16 + 2i, 17 + 2i."""
+    t = np.empty(32, np.int8)
+    for g in range(0, q.shape[0], 32):
+        for i in range(8):
+            for k in range(4):
+                t[4 * i + k] = q[g + _position(i, k)]
+        q[g:g + 32] = t
 
 
 @byte_program
-def _int_bytes(by, pl, ph, k4, k4_2):
-    low = by.mask(by.shr(by.load(pl, 64), k4), 15)
-    h = by.load(ph, 32)
-    high = by.cat(by.mask(by.shr(h, k4), 3), by.mask(by.shr(h, k4_2), 3))
-    return by.or_(low, by.shl(high, 4))
+def _whole(by, o):
+    """Groups 4h, 4h + 1 (X0, X1 at o): the low six bits."""
+    return by.mask(by.load(o, 64), 63)
+
+
+@byte_program
+def _split(by, x, y, k):
+    """Groups 4h + 2, 4h + 3 (X at x, Y at y, k = 0 / 4): Y's nibble, X's top two bits above."""
+    return by.or_(by.mask(by.shr(by.load(y, 64), k), 15), by.mask(by.shr(by.load(x, 64), 2), 48))
 
 
 @njit(inline="always")
-def int_block(w, b, nb):
-    return _scales(w, b * TYPE_SIZE)
+def _values(pb, G, i):
+    """Sixteen rows' four values (unsigned) of vector i of group G."""
+    o = 192 * (8 * (G // 4) + i)
+    m = G % 4
+    if m < 2:
+        return _whole(pb, o + 64 * m)
+    return _split(pb, o + 64 * (m - 2), o + 128, 4 * (m - 2))
 
 
 @njit(inline="always")
-def int_part(w, b, s, c, nb):
-    p = b * TYPE_SIZE
-    h = c >> 1
-    k = c & 1
-    a = vquad_lanes(s, 4 * c)
-    return _int_bytes(w, p + 64 * h, p + 128 + 32 * h, 4 * k, 4 * k + 2), a, a  # B unused
+def _group(pb, G, q, qo, acc):
+    """acc + sixteen rows' group G against a token's quantized values at qo, scaled."""
+    sc = iwiden_signed_pairs(pb, PACK_SCALES + 32 * G)
+    for i in range(8):
+        acc = idot_scaled(acc, _values(pb, G, i), ibcast4(q, qo + 4 * i), sc)
+    return acc
+
+
+@njit(inline="always")
+def _offset(pb, s, k, acc):
+    """acc - 32 * the rows' scales against a token's sub-block sums (s[k + G]: int16 pairs)."""
+    off = izero()
+    for G in (0, 1, 2, 3, 4, 5, 6, 7):
+        off = iadd(off, ipairs_times(iwiden_signed_pairs(pb, PACK_SCALES + 32 * G),
+                                     isplat(s[k + G])))
+    return imul_add(acc, off, isplat(-32))
+
+
+@njit(inline="always")
+def packed_four(pb, b, q0, q1, q2, q3, s0, s1, s2, s3):
+    """Sixteen packed rows' block b (pb) against four tokens (quantized values q in
+    `order_quants`' order, sub-block sums s as int16 pairs): per token the rows' exact
+    integer sums, and zeros for the mins the type has not."""
+    i0 = i1 = i2 = i3 = izero()
+    for G in (0, 1, 2, 3, 4, 5, 6, 7):
+        qo = 256 * b + 32 * G
+        sc = iwiden_signed_pairs(pb, PACK_SCALES + 32 * G)
+        for i in range(8):
+            v = _values(pb, G, i)
+            i0 = idot_scaled(i0, v, ibcast4(q0, qo + 4 * i), sc)
+            i1 = idot_scaled(i1, v, ibcast4(q1, qo + 4 * i), sc)
+            i2 = idot_scaled(i2, v, ibcast4(q2, qo + 4 * i), sc)
+            i3 = idot_scaled(i3, v, ibcast4(q3, qo + 4 * i), sc)
+    z = izero()
+    return (_offset(pb, s0, 8 * b, i0), _offset(pb, s1, 8 * b, i1), _offset(pb, s2, 8 * b, i2),
+            _offset(pb, s3, 8 * b, i3), z, z, z, z)
+
+
+@njit(inline="always")
+def packed_one(pb, b, q, s):
+    """`packed_four` for one token."""
+    acc = izero()
+    for G in (0, 1, 2, 3, 4, 5, 6, 7):
+        acc = _group(pb, G, q, 256 * b + 32 * G, acc)
+    return _offset(pb, s, 8 * b, acc), izero()
+
+
+@njit(inline="always")
+def packed_scales(pb):
+    """The sixteen rows' d, and zeros for the dmin the type has not."""
+    return vload_f16(pb, PACK_D), vzero()
