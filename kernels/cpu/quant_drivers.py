@@ -166,13 +166,12 @@ def x_itself(x):
 
 
 # The per-type names the loop templates below read; `build` binds them for each type.
-BLOCK = STEP = STEP_UNITS = LINE_UNITS = ACT_BLOCK = BLOCK_BYTES = 1
+BLOCK = STEP = STEP_UNITS = LINE_UNITS = ACT_BLOCK = BLOCK_BYTES = SUB_QUADS = 1
 PAIRS = True
 SIGNED = HAS_MIN = TILE = False
 BASE_K = OFFSET = 0
 dequant_block = dot4_block = derive_x = int_block = int_part = None
 pack_block = packed_four = packed_one = packed_scales = order_quants = None
-SUB_QUADS = 8
 
 
 def dequantize_rows(w, out):
@@ -848,7 +847,7 @@ def build(mod) -> SimpleNamespace:
         knames = dict(names, pack_block=mod.pack_block, packed_four=mod.packed_four,
                       packed_one=mod.packed_one, packed_scales=mod.packed_scales,
                       order_quants=getattr(mod, "order_quants", quants_in_order),
-                      SUB_QUADS=getattr(mod, "SUB_QUADS", 8))
+                      SUB_QUADS=mod.SUB_QUADS)
         kpack = njit(parallel=True, cache=True)(_bind(kpack_rows, suffix + "_pack", **knames))
         kpacked = njit(parallel=True, cache=True)(_bind(kpmatvec_tokens, suffix + "_int",
                                                         **knames))

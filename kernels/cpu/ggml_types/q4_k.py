@@ -140,6 +140,7 @@ PACK_SCALES = 2048
 PACK_MINS = PACK_SCALES + 128
 PACK_D = PACK_MINS + 128
 PACK_BYTES = PACK_D + 64  # 2368: 37 cache lines, 1.03 x the sixteen rows' 2304
+SUB_QUADS = 8  # activation quads under one scale and min (32 values)
 # How a sub-block's products are summed: VNNI's vpdpbusd sums four into int32 in one
 # instruction, then a vpmulld per eight applies the rows' scales; AVX2 has no such dot, so as
 # llama.cpp does there, vpmaddubsw's int16 pairs are summed in int16 over the sub-block (16
