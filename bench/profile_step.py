@@ -99,6 +99,7 @@ def main() -> None:
                          exact=not args.integer, n_seq=args.batch)
     net = m.net
     ids = np.random.default_rng(0).integers(0, m.n_vocab, args.n_prompt).tolist()
+    steps = np.random.default_rng(1).integers(0, m.n_vocab, args.n_steps).tolist()
     net.forward(ids, 0)  # warm up: load every kernel from the cache
     net.forward(ids[:1], args.n_prompt)
     instrument(net.config.n_vocab)
@@ -114,9 +115,9 @@ def main() -> None:
     t = time.perf_counter()
     for i in range(args.n_steps):
         if args.batch == 1:
-            net.forward([ids[i]], args.n_prompt + i)
+            net.forward([steps[i]], args.n_prompt + i)
         else:
-            net.decode([ids[i]] * args.batch, seqs)
+            net.decode([steps[i]] * args.batch, seqs)
     report(f"decode step of {args.batch} sequence(s)", time.perf_counter() - t, args.n_steps)
 
 
