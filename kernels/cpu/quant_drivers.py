@@ -169,7 +169,7 @@ def x_itself(x):
 BLOCK = STEP = STEP_UNITS = LINE_UNITS = ACT_BLOCK = BLOCK_BYTES = SUB_QUADS = 1
 PAIRS = True
 SIGNED = HAS_MIN = TILE = False
-BASE_K = OFFSET = 0
+BASE_K = 0
 dequant_block = dot4_block = derive_x = int_block = int_part = None
 pack_block = packed_four = packed_one = packed_scales = order_quants = None
 
@@ -571,7 +571,7 @@ def imatvec_tokens(w, X, out, scratch):
 
 
 # The 32-value types on the integer route: a matrix's rows packed sixteen at a time when it
-# first takes the route (`pack_rows`), each block's values as int8 in lanes of four, lane r of
+# first takes the route (`pack_rows`), each block's values as bytes in lanes of four, lane r of
 # every 64-byte vector holding four of row r's values, then the rows' float scales:
 #   P[g, b] = 8 x (16 rows x 4 values) | d of the 16 rows (float32) | m of the 16 rows (_1 types)
 # A token's four activations broadcast to every lane against one vector is one vpdpbusd for
@@ -592,7 +592,10 @@ def pack_bytes(has_min: bool) -> int:
 def pack_rows(w, P, F):
     """w (rows, row_units) -> P (groups, nb, pack_bytes) uint8 as above; F is P's float32
     view (groups, nb, pack_bytes / 4). A last group short of sixteen rows repeats its last row
-    (`_pack_store` stores only real rows). Values are stored + 128 where SIGN_BY_OFFSET."""
+    (`_pack_store` stores only real rows). Signed values (Q8_0, IQ4_NL) are stored + 128 where
+    SIGN_BY_OFFSET; the unsigned ones (Q4_0, Q5_0 before their OFFSET, Q4_1, Q5_1) as they are,
+    so that vpmaddubsw takes them without AVX2's sign trick (their offset comes out through the
+    activations' block sums, BASE_K)."""
     rows = w.shape[0]
     nb = P.shape[1]
     for g in prange(P.shape[0]):
@@ -604,9 +607,9 @@ def pack_rows(w, P, F):
                 u, a, bt = int_part(wr, b // 2, k, 0, nb)
                 istore(part, 0, u)
                 for j in range(32):
-                    v = np.int32(part[32 * (b % 2) + j]) - OFFSET
-                    if SIGN_BY_OFFSET:
-                        v += 128
+                    v = np.int32(part[32 * (b % 2) + j])
+                    if SIGNED:
+                        v += BASE_K
                     P[g, b, 64 * (j // 4) + 4 * r + j % 4] = np.uint8(v & 255)
                 F[g, b, PACK_VALUES // 4 + r] = load_half(wr, b * BLOCK_BYTES)
                 if HAS_MIN:
@@ -614,12 +617,13 @@ def pack_rows(w, P, F):
 
 
 @njit(inline="always")
-def _pack_block(has_min, pb, q, b, base, dx, xs, f):
+def _pack_block(signed, has_min, pb, q, b, base, dx, xs, f):
     """One token's block b against sixteen packed rows (pb = P[g, b]) into f: each row's
-    exact integer sum from base (-128 * sum(q) for values stored + 128), then one float step."""
+    exact integer sum from base (-BASE_K * sum(q)), then one float step. signed, has_min: the
+    bound SIGNED and HAS_MIN (an inlined function reads this module's globals)."""
     acc = isplat(base)
-    for j in range(8):  # the packed values are signed bytes, stored + 128 where SIGN_BY_OFFSET
-        acc = _stored_dot(True, acc, iload64(pb, 64 * j), ibcast4(q, 32 * b + 4 * j))
+    for j in range(8):
+        acc = _stored_dot(signed, acc, iload64(pb, 64 * j), ibcast4(q, 32 * b + 4 * j))
     return _pack_float(has_min, pb, acc, vload_f32(pb, PACK_VALUES), dx, xs, f)
 
 
@@ -665,7 +669,7 @@ def pmatvec_tokens(P, X, out, scratch):
             s = np.int32(0)
             for k in range(8):
                 s += QS[t, 8 * b + k]
-            BQ[t, b] = -128 * s if SIGN_BY_OFFSET else 0
+            BQ[t, b] = -BASE_K * s
             BX[t, b] = XD[t, 8 * b]
             BX[t, nb + b] = XD[t, 8 * b] * np.float32(s)
     n_parts = scratch.shape[0]
@@ -688,10 +692,10 @@ def pmatvec_tokens(P, X, out, scratch):
                     for j in range(nj):  # each vector of weights once for the four tokens
                         u = iload64(pb, 64 * j)
                         qo = 32 * b + 4 * j
-                        a0 = _stored_dot(True, a0, u, ibcast4(q0, qo))
-                        a1 = _stored_dot(True, a1, u, ibcast4(q1, qo))
-                        a2 = _stored_dot(True, a2, u, ibcast4(q2, qo))
-                        a3 = _stored_dot(True, a3, u, ibcast4(q3, qo))
+                        a0 = _stored_dot(SIGNED, a0, u, ibcast4(q0, qo))
+                        a1 = _stored_dot(SIGNED, a1, u, ibcast4(q1, qo))
+                        a2 = _stored_dot(SIGNED, a2, u, ibcast4(q2, qo))
+                        a3 = _stored_dot(SIGNED, a3, u, ibcast4(q3, qo))
                     d = vload_f32(pb, PACK_VALUES)
                     f0 = _pack_float(HAS_MIN, pb, a0, d, BX[t, b], BX[t, nb + b], f0)
                     f1 = _pack_float(HAS_MIN, pb, a1, d, BX[t + 1, b], BX[t + 1, nb + b], f1)
@@ -705,8 +709,8 @@ def pmatvec_tokens(P, X, out, scratch):
             while t < n:
                 f0 = vzero()
                 for b in range(nb):
-                    f0 = _pack_block(HAS_MIN, Pg[b], Q[t], b, BQ[t, b], BX[t, b], BX[t, nb + b],
-                                     f0)
+                    f0 = _pack_block(SIGNED, HAS_MIN, Pg[b], Q[t], b, BQ[t, b], BX[t, b],
+                                     BX[t, nb + b], f0)
                 _pack_store(out[t], g, f0, tail)
                 t += 1
 
@@ -881,7 +885,8 @@ def build(mod) -> SimpleNamespace:
         integer = SimpleNamespace(prepare=kprepare, matvec_tokens=kpacked, matvec_one=kpacked)
     elif simd_int.ISA != "none" and hasattr(mod, "int_part") and mod.BLOCK == 32:
         pnames = dict(names, HAS_MIN=getattr(mod, "HAS_MIN", False),
-                      OFFSET=getattr(mod, "OFFSET", 0), BLOCK_BYTES=mod.TYPE_SIZE,
+                      SIGNED=getattr(mod, "SIGNED", False), BASE_K=_base_k(mod),
+                      BLOCK_BYTES=mod.TYPE_SIZE,
                       int_block=mod.int_block, int_part=mod.int_part)
         pack = njit(parallel=True, cache=True)(_bind(pack_rows, suffix + "_pack", **pnames))
         packed = njit(parallel=True, cache=True)(_bind(pmatvec_tokens, suffix + "_int", **pnames))
