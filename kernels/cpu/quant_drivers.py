@@ -592,10 +592,10 @@ def pack_bytes(has_min: bool) -> int:
 def pack_rows(w, P, F):
     """w (rows, row_units) -> P (groups, nb, pack_bytes) uint8 as above; F is P's float32
     view (groups, nb, pack_bytes / 4). A last group short of sixteen rows repeats its last row
-    (`_pack_store` stores only real rows). Signed values (Q8_0, IQ4_NL) are stored + 128 where
-    SIGN_BY_OFFSET; the unsigned ones (Q4_0, Q5_0 before their OFFSET, Q4_1, Q5_1) as they are,
-    so that vpmaddubsw takes them without AVX2's sign trick (their offset comes out through the
-    activations' block sums, BASE_K)."""
+    (`_pack_store` stores only real rows). Signed values (Q8_0, IQ4_NL) are stored as
+    `_as_unsigned` gives them (+ 128 where SIGN_BY_OFFSET); the unsigned ones (Q4_0, Q5_0
+    before their OFFSET, Q4_1, Q5_1) as they are, so that vpmaddubsw takes them without AVX2's
+    sign trick (their offset comes out through the activations' block sums, BASE_K)."""
     rows = w.shape[0]
     nb = P.shape[1]
     for g in prange(P.shape[0]):
@@ -605,11 +605,9 @@ def pack_rows(w, P, F):
             k = int_block(wr, 0, nb)
             for b in range(nb):
                 u, a, bt = int_part(wr, b // 2, k, 0, nb)
-                istore(part, 0, u)
+                istore(part, 0, _as_unsigned(SIGNED, u))
                 for j in range(32):
                     v = np.int32(part[32 * (b % 2) + j])
-                    if SIGNED:
-                        v += BASE_K
                     P[g, b, 64 * (j // 4) + 4 * r + j % 4] = np.uint8(v & 255)
                 F[g, b, PACK_VALUES // 4 + r] = load_half(wr, b * BLOCK_BYTES)
                 if HAS_MIN:
