@@ -27,6 +27,7 @@ from gguf_engine.kernels.cpu.simd import (
 )
 from gguf_engine.kernels.cpu.simd_int import (
     iadd,
+    ibit4,
     idot_scaled,
     ihigh4,
     iload16,
@@ -198,3 +199,24 @@ def test_packed_row_intrinsics_against_numpy():
     np.testing.assert_array_equal(out[96:112], a[:16] + dots)
     signed = u8[7:39].view(np.int8).astype(np.int64).reshape(16, 2)  # Q6_K's int8 scales
     np.testing.assert_array_equal(out[112:], (signed * words).sum(1))
+
+
+@njit
+def _fifth_bits(u8, plane, out):
+    """Bit k of each plane byte moved to bit 4 of the nibble's byte, k = 0..7, shifts as the
+    packed 5-bit kernels give them (a count known only at run time)."""
+    v = iload64(u8, 0)
+    p = iload64(plane, 0)
+    for k in range(u8.shape[0] // 64 * 8):
+        up, down = (4 - k, 0) if k <= 4 else (0, k - 4)
+        istore(out, 64 * k, ibit4(ilow4(v), p, up, down))
+
+
+def test_fifth_bit_against_numpy():
+    u8 = rng.integers(0, 256, 64, dtype=np.uint8)
+    plane = rng.integers(0, 256, 64, dtype=np.uint8)
+    out = np.zeros(8 * 64, np.int8)
+    _fifth_bits(u8, plane, out)
+    for k in range(8):
+        want = (u8 & 15) | (((plane >> k) & 1) << 4)
+        np.testing.assert_array_equal(out[64 * k:64 * (k + 1)], want.astype(np.int8))

@@ -17,6 +17,7 @@ from .simd import (
     load_half,
     prefetch,
     vfma,
+    vload_f16,
     vload_f32,
     vmul,
     vsplat,
@@ -30,11 +31,14 @@ from .simd_int import (
     SIGN_BY_OFFSET,
     byte_program,
     ibcast4,
+    ibit4,
     idot,
     idot_signed,
     iflip,
+    ihigh4,
     iload16,
     iload64,
+    ilow4,
     isplat,
     istore,
     itof,
@@ -170,6 +174,7 @@ BLOCK = STEP = STEP_UNITS = LINE_UNITS = ACT_BLOCK = BLOCK_BYTES = SUB_QUADS = 1
 PAIRS = True
 SIGNED = HAS_MIN = TILE = False
 BASE_K = 0
+BITS = 8
 dequant_block = dot4_block = derive_x = int_block = int_part = None
 pack_block = packed_four = packed_one = packed_scales = order_quants = None
 
@@ -571,27 +576,39 @@ def imatvec_tokens(w, X, out, scratch):
 
 
 # The 32-value types on the integer route: a matrix's rows packed sixteen at a time when it
-# first takes the route (`pack_rows`), each block's values as bytes in lanes of four, lane r of
-# every 64-byte vector holding four of row r's values, then the rows' float scales:
-#   P[g, b] = 8 x (16 rows x 4 values) | d of the 16 rows (float32) | m of the 16 rows (_1 types)
+# first takes the route (`pack_rows`), each block's eight value vectors in lanes of four, lane r
+# of every 64-byte vector holding four of row r's values, then the rows' scales (the file's
+# halves):
+#   P[g, b] = values | d of the 16 rows (f16) | m of the 16 rows (f16, the _1 types)
+#   values: 8-bit types (Q8_0, IQ4_NL) the eight vectors as bytes (512); 4-bit ones (Q4_0,
+#     Q4_1) vector i's values in the low nibbles and vector i + 4's in the high ones of 4
+#     vectors (256); 5-bit ones (Q5_0, Q5_1) those nibbles, then a bit plane whose byte holds
+#     in bit j the fifth bit of that byte of vector j (320): a block as many bytes as the file's
 # A token's four activations broadcast to every lane against one vector is one vpdpbusd for
 # sixteen rows; eight give each row its block's exact integer sum, then one float step a block,
 #   acc += float(isum) * (d * dx)  (+ m * (dx * sum(q)) for the types with a min),
 # per (row, token) in block order whatever else the call computes: the same bits for any token
-# count. Per 512 products and token that is 8 integer and 3 float instructions where the
-# unpacked form took 32, and the values are unpacked once, at load, not on every call.
+# count. Per 512 products and token that is 8 integer and 3 float instructions (and for
+# nibbles 2 to 5 more a vector) where the unpacked form took 32. The 5-bit form reads 0.61x the
+# bytes of one a value: Gemma 3's Q5_0 matrices took 0.7x the time at one token (Zen 3).
 PACK_ROWS = 16
 PACK_VALUES = 8 * 64  # bytes of a block's values for the sixteen rows
 
 
-def pack_bytes(has_min: bool) -> int:
+def value_bytes(bits: int) -> int:
+    """Bytes of a packed block's values: one a value, or nibbles (and a bit plane for five
+    bits), the file's own size."""
+    return PACK_VALUES if bits == 8 else PACK_VALUES // 2 + (64 if bits == 5 else 0)
+
+
+def pack_bytes(has_min: bool, bits: int) -> int:
     """Bytes of one block of a packed group: its values, d, and m where the type has one."""
-    return PACK_VALUES + 4 * PACK_ROWS * (2 if has_min else 1)
+    return value_bytes(bits) + 2 * PACK_ROWS * (2 if has_min else 1)
 
 
-def pack_rows(w, P, F):
-    """w (rows, row_units) -> P (groups, nb, pack_bytes) uint8 as above; F is P's float32
-    view (groups, nb, pack_bytes / 4). A last group short of sixteen rows repeats its last row
+def pack_rows(w, P):
+    """w (rows, row_units) -> P (groups, nb, pack_bytes) uint8 as above, zeros on entry (the
+    nibbles and bits are or-ed in). A last group short of sixteen rows repeats its last row
     (`_pack_store` stores only real rows). Signed values (Q8_0, IQ4_NL) are stored as
     `_as_unsigned` gives them (+ 128 where SIGN_BY_OFFSET); the unsigned ones (Q4_0, Q5_0
     before their OFFSET, Q4_1, Q5_1) as they are, so that vpmaddubsw takes them without AVX2's
@@ -600,6 +617,7 @@ def pack_rows(w, P, F):
     nb = P.shape[1]
     for g in prange(P.shape[0]):
         part = np.empty(64, np.int8)  # (64,) one part's values: two blocks
+        sc = _scales_at(HAS_MIN, P[g, 0])
         for r in range(PACK_ROWS):
             wr = w[min(PACK_ROWS * g + r, rows - 1)]
             k = int_block(wr, 0, nb)
@@ -608,21 +626,56 @@ def pack_rows(w, P, F):
                 istore(part, 0, _as_unsigned(SIGNED, u))
                 for j in range(32):
                     v = np.int32(part[32 * (b % 2) + j])
-                    P[g, b, 64 * (j // 4) + 4 * r + j % 4] = np.uint8(v & 255)
-                F[g, b, PACK_VALUES // 4 + r] = load_half(wr, b * BLOCK_BYTES)
-                if HAS_MIN:
-                    F[g, b, PACK_VALUES // 4 + PACK_ROWS + r] = load_half(wr, b * BLOCK_BYTES + 2)
+                    o = 4 * r + j % 4  # value vector j // 4, lane r
+                    if BITS == 8:
+                        P[g, b, 64 * (j // 4) + o] = np.uint8(v & 255)
+                    else:
+                        P[g, b, 64 * (j // 4 % 4) + o] |= np.uint8((v & 15) << (4 * (j // 16)))
+                    if BITS == 5:
+                        P[g, b, PACK_VALUES // 2 + o] |= np.uint8((v >> 4) << (j // 4))
+                for k in range(2 if HAS_MIN else 1):  # d, m: the file's halves
+                    for c in range(2):
+                        P[g, b, sc + 2 * PACK_ROWS * k + 2 * r + c] = wr[
+                            b * BLOCK_BYTES + 2 * k + c]
 
 
 @njit(inline="always")
-def _pack_block(signed, has_min, pb, q, b, base, dx, xs, f):
+def _scales_at(has_min, pb):
+    """Where a packed block's d sits: its last sixteen halves, or before the sixteen m."""
+    return pb.shape[0] - 2 * PACK_ROWS * (2 if has_min else 1)
+
+
+@njit(inline="always")
+def _bit_plane(bits, pb):
+    """A packed block's fifth bits (5-bit values; any vector otherwise, unused)."""
+    return iload64(pb, PACK_VALUES // 2 if bits == 5 else 0)
+
+
+@njit(inline="always")
+def _packed_values(bits, pb, i, plane):
+    """Value vectors i and i + 4 (i < 4) of a packed block pb: stored as bytes, or as the low
+    and high nibbles of vector i, a fifth bit from the bit plane (bits i, i + 4 of a byte)."""
+    if bits == 8:
+        return iload64(pb, 64 * i), iload64(pb, 64 * (i + 4))
+    v = iload64(pb, 64 * i)
+    lo, hi = ilow4(v), ihigh4(v)
+    if bits == 5:
+        return ibit4(lo, plane, 4 - i, 0), ibit4(hi, plane, 0, i)
+    return lo, hi
+
+
+@njit(inline="always")
+def _pack_block(signed, has_min, bits, pb, q, b, base, dx, xs, f):
     """One token's block b against sixteen packed rows (pb = P[g, b]) into f: each row's
-    exact integer sum from base (-BASE_K * sum(q)), then one float step. signed, has_min: the
-    bound SIGNED and HAS_MIN (an inlined function reads this module's globals)."""
+    exact integer sum from base (-BASE_K * sum(q)), then one float step. signed, has_min,
+    bits: the bound SIGNED, HAS_MIN, BITS (an inlined function reads this module's globals)."""
     acc = isplat(base)
-    for j in range(8):
-        acc = _stored_dot(signed, acc, iload64(pb, 64 * j), ibcast4(q, 32 * b + 4 * j))
-    return _pack_float(has_min, pb, acc, vload_f32(pb, PACK_VALUES), dx, xs, f)
+    plane = _bit_plane(bits, pb)
+    for i in range(4):
+        u, w = _packed_values(bits, pb, i, plane)
+        acc = _stored_dot(signed, acc, u, ibcast4(q, 32 * b + 4 * i))
+        acc = _stored_dot(signed, acc, w, ibcast4(q, 32 * b + 4 * i + 16))
+    return _pack_float(has_min, pb, acc, vload_f16(pb, _scales_at(has_min, pb)), dx, xs, f)
 
 
 @njit(inline="always")
@@ -631,7 +684,7 @@ def _pack_float(has_min, pb, acc, d, dx, xs, f):
     has a min (d: the sixteen rows' scales)."""
     f = vfma(itof(acc), vmul(d, vsplat(dx)), f)
     if has_min:
-        f = vfma(vload_f32(pb, PACK_VALUES + 4 * PACK_ROWS), vsplat(xs), f)
+        f = vfma(vload_f16(pb, _scales_at(has_min, pb) + 2 * PACK_ROWS), vsplat(xs), f)
     return f
 
 
@@ -671,10 +724,11 @@ def pmatvec_tokens(P, X, out, scratch):
             BX[t, b] = XD[t, 8 * b]
             BX[t, nb + b] = XD[t, 8 * b] * np.float32(s)
     n_parts = scratch.shape[0]
-    # the vectors of a block (8), as a count LLVM cannot see: unrolled, the loop over them
-    # became token by token, each block's sixteen weight vectors and magnitudes spilled to the
-    # stack and reloaded for every token (1.3-1.4x the time at 4 and 8 tokens on AVX2)
-    nj = min(PACK_VALUES // 64, P.shape[2] // 64)
+    # a block's pairs of value vectors (4), as a count LLVM cannot see: unrolled, the loop over
+    # its vectors became token by token, each block's sixteen weight vectors and magnitudes
+    # spilled to the stack and reloaded for every token (1.3-1.4x the time at 4 and 8 tokens on
+    # AVX2)
+    nj = min(4, P.shape[2] // 64)
     for part in prange(n_parts):
         tail = np.empty(LANES, np.float32)  # (LANES,) a short last group's sums
         for g in range(part * G // n_parts, (part + 1) * G // n_parts):
@@ -687,14 +741,19 @@ def pmatvec_tokens(P, X, out, scratch):
                     pb = Pg[b]
                     a0, a1 = isplat(BQ[t, b]), isplat(BQ[t + 1, b])
                     a2, a3 = isplat(BQ[t + 2, b]), isplat(BQ[t + 3, b])
-                    for j in range(nj):  # each vector of weights once for the four tokens
-                        u = iload64(pb, 64 * j)
-                        qo = 32 * b + 4 * j
+                    plane = _bit_plane(BITS, pb)
+                    for i in range(nj):  # each vector of weights once for the four tokens
+                        u, w = _packed_values(BITS, pb, i, plane)
+                        qo = 32 * b + 4 * i
                         a0 = _stored_dot(SIGNED, a0, u, ibcast4(q0, qo))
                         a1 = _stored_dot(SIGNED, a1, u, ibcast4(q1, qo))
                         a2 = _stored_dot(SIGNED, a2, u, ibcast4(q2, qo))
                         a3 = _stored_dot(SIGNED, a3, u, ibcast4(q3, qo))
-                    d = vload_f32(pb, PACK_VALUES)
+                        a0 = _stored_dot(SIGNED, a0, w, ibcast4(q0, qo + 16))
+                        a1 = _stored_dot(SIGNED, a1, w, ibcast4(q1, qo + 16))
+                        a2 = _stored_dot(SIGNED, a2, w, ibcast4(q2, qo + 16))
+                        a3 = _stored_dot(SIGNED, a3, w, ibcast4(q3, qo + 16))
+                    d = vload_f16(pb, _scales_at(HAS_MIN, pb))
                     f0 = _pack_float(HAS_MIN, pb, a0, d, BX[t, b], BX[t, nb + b], f0)
                     f1 = _pack_float(HAS_MIN, pb, a1, d, BX[t + 1, b], BX[t + 1, nb + b], f1)
                     f2 = _pack_float(HAS_MIN, pb, a2, d, BX[t + 2, b], BX[t + 2, nb + b], f2)
@@ -707,7 +766,7 @@ def pmatvec_tokens(P, X, out, scratch):
             while t < n:
                 f0 = vzero()
                 for b in range(nb):
-                    f0 = _pack_block(SIGNED, HAS_MIN, Pg[b], Q[t], b, BQ[t, b], BX[t, b],
+                    f0 = _pack_block(SIGNED, HAS_MIN, BITS, Pg[b], Q[t], b, BQ[t, b], BX[t, b],
                                      BX[t, nb + b], f0)
                 _pack_store(out[t], g, f0, tail)
                 t += 1
@@ -884,17 +943,17 @@ def build(mod) -> SimpleNamespace:
     elif simd_int.ISA != "none" and hasattr(mod, "int_part") and mod.BLOCK == 32:
         pnames = dict(names, HAS_MIN=getattr(mod, "HAS_MIN", False),
                       SIGNED=getattr(mod, "SIGNED", False), BASE_K=_base_k(mod),
-                      BLOCK_BYTES=mod.TYPE_SIZE,
+                      BLOCK_BYTES=mod.TYPE_SIZE, BITS=getattr(mod, "VALUE_BITS", 8),
                       int_block=mod.int_block, int_part=mod.int_part)
         pack = njit(parallel=True, cache=True)(_bind(pack_rows, suffix + "_pack", **pnames))
         packed = njit(parallel=True, cache=True)(_bind(pmatvec_tokens, suffix + "_int", **pnames))
-        per_block = pack_bytes(pnames["HAS_MIN"])
+        per_block = pack_bytes(pnames["HAS_MIN"], pnames["BITS"])
 
         def prepare(w):
             """w (rows, row_units) packed for `pmatvec_tokens` (once per matrix)."""
-            P = np.empty(((w.shape[0] + PACK_ROWS - 1) // PACK_ROWS, w.shape[1] // mod.TYPE_SIZE,
+            P = np.zeros(((w.shape[0] + PACK_ROWS - 1) // PACK_ROWS, w.shape[1] // mod.TYPE_SIZE,
                           per_block), np.uint8)
-            pack(w, P, P.view(np.float32))
+            pack(w, P)
             return P
 
         integer = SimpleNamespace(prepare=prepare, matvec_tokens=packed, matvec_one=packed)

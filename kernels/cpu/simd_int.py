@@ -558,6 +558,31 @@ ilow4 = _byte_op("Each byte & 15.", lambda b, v: b.and_(v, ir.Constant(_V64I8, [
 ihigh4 = _byte_op("Each byte >> 4.", lambda b, v: b.lshr(v, ir.Constant(_V64I8, [4] * 64)))
 
 
+
+@intrinsic
+def ibit4(typingctx, v, plane, up, down):
+    """v | bit 4 of each byte of ((plane << up) >> down), shifted as sixteen-bit words: a
+    packed 5-bit value's fifth bit, stored at bit k of a bit plane's byte, moved to bit 4 (up
+    = 4 - k for k <= 4, down = k - 4 otherwise; a word's shift moves no other byte's bit
+    there, as bit 4 of a byte comes from bit 4 - up + down of the same byte)."""
+    if not (isinstance(v, I8x64) and isinstance(plane, I8x64) and isinstance(up, types.Integer)
+            and isinstance(down, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        words = ir.VectorType(_I16, 32)
+        w = builder.bitcast(args[1], words)
+        for arg, ty, shift in ((args[2], sig.args[2], builder.shl),
+                               (args[3], sig.args[3], builder.lshr)):
+            k = builder.trunc(context.cast(builder, arg, ty, types.int32), _I16)
+            k = builder.insert_element(ir.Constant(words, ir.Undefined), k, ir.Constant(_I32, 0))
+            w = shift(w, builder.shuffle_vector(k, ir.Constant(words, ir.Undefined),
+                                                ir.Constant(ir.VectorType(_I32, 32), [0] * 32)))
+        bit = builder.and_(builder.bitcast(w, _V64I8), ir.Constant(_V64I8, [16] * 64))
+        return builder.or_(args[0], bit)
+
+    return i8x64(v, plane, up, down), codegen
+
 def _widen(n: int, elem: ir.IntType, doc: str, then=None, signed=False):
     """An intrinsic (arr, i): the n bytes at arr[i:] of a uint8 array zero-extended (signed:
     sign-extended) to `elem` lanes (vpmovzx / vpmovsx from memory), as sixteen int32 lanes,
@@ -650,6 +675,7 @@ __all__ = [
     "choose_isa",
     "iadd",
     "ibcast4",
+    "ibit4",
     "idot",
     "idot16",
     "idot_scaled",

@@ -34,6 +34,7 @@ dot4_block = dot4_from_row32(_row, TYPE_SIZE)
 
 # integer route: Q8_0 activations; q = nibble - 8, the 8 taken out in integers
 ACT_BLOCK = 32
+VALUE_BITS = 4  # the packed integer route keeps them as nibbles
 OFFSET = 8
 
 _int_bytes = nibble_pairs(2)

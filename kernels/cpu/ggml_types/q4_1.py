@@ -35,6 +35,7 @@ dot4_block = dot4_from_row32(_row, TYPE_SIZE)
 
 # integer route: Q8_0 activations (llama.cpp's Q8_1 adds their sums, here xs); B = m
 ACT_BLOCK = 32
+VALUE_BITS = 4  # the packed integer route keeps them as nibbles
 HAS_MIN = True
 
 _int_bytes = nibble_pairs(4)

@@ -48,6 +48,7 @@ dot4_block = dot4_from_row32(_row, TYPE_SIZE)
 
 # integer route: Q8_0 activations; q = 5-bit value - 16, the 16 taken out in integers
 ACT_BLOCK = 32
+VALUE_BITS = 5  # the packed integer route keeps them as nibbles and a bit plane
 OFFSET = 16
 
 _int_bytes = nibble_pairs(6, qh=2)

@@ -40,6 +40,7 @@ dot4_block = dot4_from_row32(_row, TYPE_SIZE)
 
 # integer route: Q8_0 activations; q = 5-bit value, B = m
 ACT_BLOCK = 32
+VALUE_BITS = 5  # the packed integer route keeps them as nibbles and a bit plane
 HAS_MIN = True
 
 _int_bytes = nibble_pairs(8, qh=4)
