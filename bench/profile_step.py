@@ -39,10 +39,11 @@ def timed(label, fn):
 
 
 def instrument(lm_head_rows: int) -> None:
-    for mod, names in ((backend_module.norms, ["rmsnorm", "rmsnorm_kernel"]),
+    for mod, names in ((backend_module.norms, ["rmsnorm", "rmsnorm_kernel", "rmsnorm_serial"]),
                        (backend_module.rope, ["rope", "rope_tables", "rope_rotate",
-                                            "rope_tables_kernel", "rope_rotate_kernel"]),
-                       (backend_module.activations, ["gated", "gated_kernel"]),
+                                            "rope_tables_kernel", "rope_rotate_kernel",
+                                            "rope_rotate_serial"]),
+                       (backend_module.activations, ["gated", "gated_kernel", "gated_serial"]),
                        (backend_module.attention, ["attention", "attention_matmul",
                                                  "attention_kernel",
                                                  "attention_matmul_unchecked"])):

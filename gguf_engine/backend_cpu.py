@@ -17,6 +17,12 @@ from .kv_cache import available_memory
 from .thread_tuner import ThreadTuner
 from .weights import MATVEC_MAX_TOKENS, Linear
 
+# Arrays of at most this many values (and single rows: a decode step's) go to the serial twins of
+# the row-wise kernels: a parallel region costs ~3 us to start and join on two cores, more than
+# a row's norm, rotation or activation (Gemma 3 270M's step runs ~150 of them). A row's numbers
+# are the same either way.
+SERIAL_VALUES = 4096
+
 _BLAS = None  # one ThreadpoolController: building one scans the loaded libraries (~ms)
 
 
@@ -139,12 +145,13 @@ class CPUBackend:
         lin(X, out, self.scratch, integer=self.integer)
 
     def rmsnorm(self, x, weight, eps, out) -> None:
-        norms.rmsnorm_kernel(x, weight, eps, out)
+        serial = x.shape[0] == 1 or x.size <= SERIAL_VALUES
+        (norms.rmsnorm_serial if serial else norms.rmsnorm_kernel)(x, weight, eps, out)
 
     def rope(self, x, swa: bool, neox: bool) -> None:
         n = x.shape[0]
-        rope.rope_rotate_kernel(x, self.rope_cos[int(swa), :n], self.rope_sin[int(swa), :n],
-                                neox)
+        rotate = rope.rope_rotate_serial if n == 1 else rope.rope_rotate_kernel
+        rotate(x, self.rope_cos[int(swa), :n], self.rope_sin[int(swa), :n], neox)
 
     def split(self, qkv, q, k, v) -> None:
         """Columns [q | k | v] of a fused projection into the per-head buffers."""
@@ -178,7 +185,8 @@ class CPUBackend:
                                        window, scale, self.scores, out, softcap)
 
     def gated(self, gate_up, out, gelu: bool) -> None:
-        activations.gated_kernel(gate_up, out, gelu)
+        (activations.gated_serial if out.shape[0] == 1 else activations.gated_kernel)(
+            gate_up, out, gelu)
 
     def add(self, x, y) -> None:
         x += y

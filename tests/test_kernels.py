@@ -25,6 +25,30 @@ def test_rmsnorm():
     assert rel_err(out, ref) < 1e-6
 
 
+def test_serial_twins_equal_the_parallel_kernels():
+    """The one-row kernels a decode step takes (backend_cpu.SERIAL_VALUES) give the same bits."""
+    x = rng.standard_normal((3, 96)).astype(np.float32) * 3
+    w = rng.standard_normal(96).astype(np.float32)
+    a, b = np.empty_like(x), np.empty_like(x)
+    norms.rmsnorm_kernel(x, w, 1e-6, a)
+    norms.rmsnorm_serial(x, w, 1e-6, b)
+    np.testing.assert_array_equal(a, b)
+    gu = rng.standard_normal((3, 2 * 96)).astype(np.float32)
+    for gelu in (False, True):
+        activations.gated_kernel(gu, a, gelu)
+        activations.gated_serial(gu, b, gelu)
+        np.testing.assert_array_equal(a, b)
+    q = rng.standard_normal((3, 2, 64)).astype(np.float32)
+    cos, sin = np.empty((3, 32), np.float32), np.empty((3, 32), np.float32)
+    rope.rope_tables(np.array([0, 7, 300]), rope.inv_frequencies(64, 10000.0, None), cos, sin)
+    for neox in (False, True):
+        qa, qb = q.copy(), q.copy()
+        rope.rope_rotate_kernel(qa, cos, sin, neox)
+        rope.rope_rotate_serial(qb, cos, sin, neox)
+        np.testing.assert_array_equal(qa, qb)
+        assert not np.array_equal(qa, q)
+
+
 def rope_reference(x, positions, n_rot, base, neox, factors=None):
     x = x.astype(np.float64).copy()
     half = n_rot // 2

@@ -91,16 +91,28 @@ def gelu_kernel(x, out):
             out[t, i] = _gelu(x[t, i])
 
 
+@njit(inline="always")
+def _gated_row(gate_up, out, use_gelu, t):
+    d = out.shape[1]
+    for i in range(d):
+        g = gate_up[t, i]
+        a = _gelu(g) if use_gelu else _silu(g)
+        out[t, i] = a * gate_up[t, d + i]
+
+
 @njit(parallel=True, cache=True)
 def gated_kernel(gate_up, out, use_gelu):
     """`gated` without the checks. One contiguous array in, so the compiled loop knows its
     strides (two column slices of it ran 3x slower)."""
-    d = out.shape[1]
     for t in prange(out.shape[0]):
-        for i in range(d):
-            g = gate_up[t, i]
-            a = _gelu(g) if use_gelu else _silu(g)
-            out[t, i] = a * gate_up[t, d + i]
+        _gated_row(gate_up, out, use_gelu, t)
+
+
+@njit(cache=True)
+def gated_serial(gate_up, out, use_gelu):
+    """`gated_kernel` on the calling thread, for one row (`backend_cpu.SERIAL_VALUES`)."""
+    for t in range(out.shape[0]):
+        _gated_row(gate_up, out, use_gelu, t)
 
 
 @njit(cache=True)

@@ -30,11 +30,23 @@ def rmsnorm(x, weight, eps, out):
     rmsnorm_kernel(x, weight, eps, out)
 
 
+@njit(inline="always")
+def _row(x, weight, eps, out, t):
+    d = x.shape[1]
+    scale = np.float32(1.0 / np.sqrt(_sum_squares(x[t]) / d + eps))
+    for i in range(d):
+        out[t, i] = x[t, i] * scale * weight[i]
+
+
 @njit(parallel=True, cache=True)
 def rmsnorm_kernel(x, weight, eps, out):
     """`rmsnorm` without the checks."""
-    n, d = x.shape
-    for t in prange(n):
-        scale = np.float32(1.0 / np.sqrt(_sum_squares(x[t]) / d + eps))
-        for i in range(d):
-            out[t, i] = x[t, i] * scale * weight[i]
+    for t in prange(x.shape[0]):
+        _row(x, weight, eps, out, t)
+
+
+@njit(cache=True)
+def rmsnorm_serial(x, weight, eps, out):
+    """`rmsnorm_kernel` on the calling thread, for a few rows (`backend_cpu.SERIAL_VALUES`)."""
+    for t in range(x.shape[0]):
+        _row(x, weight, eps, out, t)

@@ -50,24 +50,35 @@ def rope_rotate(x, cos, sin, neox):
     rope_rotate_kernel(x, cos, sin, bool(neox))
 
 
+@njit(inline="always")
+def _rotate_row(x, cos, sin, neox, t):
+    half = cos.shape[1]
+    for h in range(x.shape[1]):
+        for i in range(half):
+            if neox:
+                i0, i1 = i, i + half
+            else:
+                i0, i1 = 2 * i, 2 * i + 1
+            c = cos[t, i]
+            s = sin[t, i]
+            a = x[t, h, i0]
+            b = x[t, h, i1]
+            x[t, h, i0] = a * c - b * s
+            x[t, h, i1] = a * s + b * c
+
+
 @njit(parallel=True, cache=True)
 def rope_rotate_kernel(x, cos, sin, neox):
     """`rope_rotate` without the checks."""
-    n_tokens, n_heads, _ = x.shape
-    half = cos.shape[1]
-    for t in prange(n_tokens):
-        for h in range(n_heads):
-            for i in range(half):
-                if neox:
-                    i0, i1 = i, i + half
-                else:
-                    i0, i1 = 2 * i, 2 * i + 1
-                c = cos[t, i]
-                s = sin[t, i]
-                a = x[t, h, i0]
-                b = x[t, h, i1]
-                x[t, h, i0] = a * c - b * s
-                x[t, h, i1] = a * s + b * c
+    for t in prange(x.shape[0]):
+        _rotate_row(x, cos, sin, neox, t)
+
+
+@njit(cache=True)
+def rope_rotate_serial(x, cos, sin, neox):
+    """`rope_rotate_kernel` on the calling thread, for one row (`backend_cpu.SERIAL_VALUES`)."""
+    for t in range(x.shape[0]):
+        _rotate_row(x, cos, sin, neox, t)
 
 
 def rope(x, positions, inv_freq, neox):
