@@ -17,10 +17,10 @@ from .kv_cache import available_memory
 from .thread_tuner import ThreadTuner
 from .weights import MATVEC_MAX_TOKENS, Linear
 
-# Arrays of at most this many values (and single rows: a decode step's) go to the serial twins of
-# the row-wise kernels: a parallel region costs ~3 us to start and join on two cores, more than
-# a row's norm, rotation or activation (Gemma 3 270M's step runs ~150 of them). A row's numbers
-# are the same either way.
+# A single row (a decode step's) goes to the serial twins of the row-wise kernels, and so does an
+# RMSNorm of at most this many values (a step's per-head norms): a parallel region costs ~3 us
+# to start and join on two cores, more than such a norm, rotation or activation (Gemma 3 270M's
+# step runs ~150 of them). A row's numbers are the same either way.
 SERIAL_VALUES = 4096
 
 _BLAS = None  # one ThreadpoolController: building one scans the loaded libraries (~ms)

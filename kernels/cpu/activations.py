@@ -110,7 +110,7 @@ def gated_kernel(gate_up, out, use_gelu):
 
 @njit(cache=True)
 def gated_serial(gate_up, out, use_gelu):
-    """`gated_kernel` on the calling thread, for one row (`backend_cpu.SERIAL_VALUES`)."""
+    """`gated_kernel` on the calling thread, for a decode step's one row (`backend_cpu`)."""
     for t in range(out.shape[0]):
         _gated_row(gate_up, out, use_gelu, t)
 

@@ -76,7 +76,7 @@ def rope_rotate_kernel(x, cos, sin, neox):
 
 @njit(cache=True)
 def rope_rotate_serial(x, cos, sin, neox):
-    """`rope_rotate_kernel` on the calling thread, for one row (`backend_cpu.SERIAL_VALUES`)."""
+    """`rope_rotate_kernel` on the calling thread, for a decode step's one row (`backend_cpu`)."""
     for t in range(x.shape[0]):
         _rotate_row(x, cos, sin, neox, t)
 
