@@ -28,6 +28,7 @@ from gguf_engine.kernels.cpu.simd import (
 from gguf_engine.kernels.cpu.simd_int import (
     iadd,
     ibit4,
+    idot2,
     idot_scaled,
     ihigh4,
     iload16,
@@ -220,3 +221,24 @@ def test_fifth_bit_against_numpy():
     for k in range(8):
         want = (u8 & 15) | (((plane >> k) & 1) << 4)
         np.testing.assert_array_equal(out[64 * k:64 * (k + 1)], want.astype(np.int8))
+
+
+@njit
+def _dot_pairs(base, u, s, w, t, out):
+    istore(out, 0, idot2(iload16(base, 0), iload64(u, 0), iload64(s, 0), iload64(w, 0),
+                         iload64(t, 0)))
+
+
+def test_idot2_against_numpy():
+    """Two dot products of values below 64 (the packed nibble types): exact, also at the
+    bound where both int16 pairs are at their largest."""
+    base = rng.integers(-2**20, 2**20, 16).astype(np.int32)
+    out = np.zeros(16, np.int32)
+    for lo, hi in ((0, 64), (63, 64)):
+        u, w = (rng.integers(lo, hi, 64).astype(np.int8) for _ in range(2))
+        s, t = (rng.integers(-127, 128, 64).astype(np.int8) for _ in range(2))
+        if lo:
+            s[:] = t[:] = 127
+        _dot_pairs(base, u, s, w, t, out)
+        want = base + (u.astype(np.int64) * s + w.astype(np.int64) * t).reshape(16, 4).sum(1)
+        np.testing.assert_array_equal(out, want)

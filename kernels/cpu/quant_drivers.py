@@ -33,6 +33,7 @@ from .simd_int import (
     ibcast4,
     ibit4,
     idot,
+    idot2,
     idot_signed,
     iflip,
     ihigh4,
@@ -362,6 +363,15 @@ def _stored_dot(signed, base, u, q):
 
 
 @njit(inline="always")
+def _stored_dot2(signed, bits, base, u, q, w, r):
+    """`_stored_dot` of u . q, then of w . r: for values below 64 (the packed nibble types) as
+    one `idot2`, whose int16 pairs hold both."""
+    if bits < 8:
+        return idot2(base, u, q, w, r)
+    return _stored_dot(signed, _stored_dot(signed, base, u, q), w, r)
+
+
+@njit(inline="always")
 def _as_unsigned(signed, u):
     """A step's weight bytes as `_int_acc` takes them: signed ones + 128 where SIGN_BY_OFFSET."""
     if signed and SIGN_BY_OFFSET:
@@ -673,8 +683,8 @@ def _pack_block(signed, has_min, bits, pb, q, b, base, dx, xs, f):
     plane = _bit_plane(bits, pb)
     for i in range(4):
         u, w = _packed_values(bits, pb, i, plane)
-        acc = _stored_dot(signed, acc, u, ibcast4(q, 32 * b + 4 * i))
-        acc = _stored_dot(signed, acc, w, ibcast4(q, 32 * b + 4 * i + 16))
+        acc = _stored_dot2(signed, bits, acc, u, ibcast4(q, 32 * b + 4 * i), w,
+                           ibcast4(q, 32 * b + 4 * i + 16))
     return _pack_float(has_min, pb, acc, vload_f16(pb, _scales_at(has_min, pb)), dx, xs, f)
 
 
@@ -759,14 +769,11 @@ def pmatvec_tokens(P, X, out, scratch):
                     for i in range(nj):  # each vector of weights once for the four tokens
                         u, w = _packed_values(BITS, pb, i, plane)
                         qo = 32 * b + 4 * i
-                        a0 = _stored_dot(SIGNED, a0, u, ibcast4(q0, qo))
-                        a1 = _stored_dot(SIGNED, a1, u, ibcast4(q1, qo))
-                        a2 = _stored_dot(SIGNED, a2, u, ibcast4(q2, qo))
-                        a3 = _stored_dot(SIGNED, a3, u, ibcast4(q3, qo))
-                        a0 = _stored_dot(SIGNED, a0, w, ibcast4(q0, qo + 16))
-                        a1 = _stored_dot(SIGNED, a1, w, ibcast4(q1, qo + 16))
-                        a2 = _stored_dot(SIGNED, a2, w, ibcast4(q2, qo + 16))
-                        a3 = _stored_dot(SIGNED, a3, w, ibcast4(q3, qo + 16))
+                        r = qo + 16
+                        a0 = _stored_dot2(SIGNED, BITS, a0, u, ibcast4(q0, qo), w, ibcast4(q0, r))
+                        a1 = _stored_dot2(SIGNED, BITS, a1, u, ibcast4(q1, qo), w, ibcast4(q1, r))
+                        a2 = _stored_dot2(SIGNED, BITS, a2, u, ibcast4(q2, qo), w, ibcast4(q2, r))
+                        a3 = _stored_dot2(SIGNED, BITS, a3, u, ibcast4(q3, qo), w, ibcast4(q3, r))
                     d = vload_f16(pb, _scales_at(HAS_MIN, pb))
                     f0 = _pack_float(HAS_MIN, pb, a0, d, BX[t, b], BX[t, nb + b], f0)
                     f1 = _pack_float(HAS_MIN, pb, a1, d, BX[t + 1, b], BX[t + 1, nb + b], f1)

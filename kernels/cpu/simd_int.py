@@ -258,6 +258,26 @@ def _dot_unsigned(builder, base, u, s):
 
 
 @intrinsic
+def idot2(typingctx, base, u, s, w, t):
+    """base + u . s + w . t (`idot` twice) for unsigned weight bytes below 64: on AVX2 the two
+    vpmaddubsw's int16 pairs (each at most 2 * 63 * 127) add in int16 before one vpmaddwd."""
+    if not (isinstance(base, I32x16) and all(isinstance(a, I8x64) for a in (u, s, w, t))):
+        return None
+
+    def codegen(context, builder, sig, args):
+        base, u, s, w, t = args
+        if ISA == "avx512vnni":
+            return _dot_unsigned(builder, _dot_unsigned(builder, base, u, s), w, t)
+        words = ir.VectorType(_I16, 32)
+        pairs = builder.add(builder.bitcast(_byte_pairs(builder, u, s), words),
+                            builder.bitcast(_byte_pairs(builder, w, t), words))
+        return builder.add(base, _pairs_times(builder, builder.bitcast(pairs, _V16I32),
+                                              _ONE_PAIRS))
+
+    return i32x16(base, u, s, w, t), codegen
+
+
+@intrinsic
 def idot(typingctx, base, u, s):
     """base + unsigned weight bytes u (each below 128) . signed activations s, in int32 lanes
     of four."""
@@ -677,6 +697,7 @@ __all__ = [
     "ibcast4",
     "ibit4",
     "idot",
+    "idot2",
     "idot16",
     "idot_scaled",
     "idot_signed",
