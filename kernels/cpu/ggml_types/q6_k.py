@@ -16,6 +16,7 @@ from ..simd import (
     vzero,
 )
 from ..simd_int import (
+    ISA,
     byte_program,
     iadd,
     ibcast4,
@@ -194,12 +195,36 @@ def _values(pb, G, i):
 
 
 @njit(inline="always")
-def _group(pb, G, q, qo, acc):
-    """acc + sixteen rows' group G against a token's quantized values at qo, scaled."""
-    sc = iwiden_signed_pairs(pb, PACK_SCALES + 32 * G)
-    for i in range(8):
-        acc = idot_scaled(acc, _values(pb, G, i), ibcast4(q, qo + 4 * i), sc)
-    return acc
+def _four_groups(pb, h, i):
+    """Vector i of groups 4h .. 4h + 3, from three loads (the split groups share theirs)."""
+    o = 192 * (8 * h + i)
+    return (_whole(pb, o), _whole(pb, o + 64), _split(pb, o, o + 128, 0),
+            _split(pb, o + 64, o + 128, 4))
+
+
+@njit(inline="always")
+def _scales4(pb, h):
+    """The rows' scales of groups 4h .. 4h + 3, as `idot_scaled` takes them."""
+    o = PACK_SCALES + 128 * h
+    return (iwiden_signed_pairs(pb, o), iwiden_signed_pairs(pb, o + 32),
+            iwiden_signed_pairs(pb, o + 64), iwiden_signed_pairs(pb, o + 96))
+
+
+@njit(inline="always")
+def _token4(v, c, q, qo, a):
+    """a + a token's products of vector v (groups 4h .. 4h + 3, activations at qo, qo + 32,
+    ...) times the groups' scales c: a group a chain, so that four vpdpwssds are in flight
+    where one chain of 64 a block waited on each (the sums are exact integers: the order
+    changes no bit)."""
+    return (idot_scaled(a[0], v[0], ibcast4(q, qo), c[0]),
+            idot_scaled(a[1], v[1], ibcast4(q, qo + 32), c[1]),
+            idot_scaled(a[2], v[2], ibcast4(q, qo + 64), c[2]),
+            idot_scaled(a[3], v[3], ibcast4(q, qo + 96), c[3]))
+
+
+@njit(inline="always")
+def _sum4(a):
+    return iadd(iadd(a[0], a[1]), iadd(a[2], a[3]))
 
 
 @njit(inline="always")
@@ -213,10 +238,9 @@ def _offset(pb, s, k, acc):
 
 
 @njit(inline="always")
-def packed_four(pb, b, q0, q1, q2, q3, s0, s1, s2, s3):
-    """Sixteen packed rows' block b (pb) against four tokens (quantized values q in
-    `order_quants`' order, sub-block sums s as int16 pairs): per token the rows' exact
-    integer sums, and zeros for the mins the type has not."""
+def _packed_four_narrow(pb, b, q0, q1, q2, q3):
+    """`packed_four`'s sums for sixteen vector registers (AVX2): four tokens' chains a group
+    at a time; sixteen chains (four tokens by four groups) would not fit."""
     i0 = i1 = i2 = i3 = izero()
     for G in (0, 1, 2, 3, 4, 5, 6, 7):
         qo = 256 * b + 32 * G
@@ -227,7 +251,29 @@ def packed_four(pb, b, q0, q1, q2, q3, s0, s1, s2, s3):
             i1 = idot_scaled(i1, v, ibcast4(q1, qo + 4 * i), sc)
             i2 = idot_scaled(i2, v, ibcast4(q2, qo + 4 * i), sc)
             i3 = idot_scaled(i3, v, ibcast4(q3, qo + 4 * i), sc)
+    return i0, i1, i2, i3
+
+
+@njit(inline="always")
+def packed_four(pb, b, q0, q1, q2, q3, s0, s1, s2, s3):
+    """Sixteen packed rows' block b (pb) against four tokens (quantized values q in
+    `order_quants`' order, sub-block sums s as int16 pairs): per token the rows' exact
+    integer sums, and zeros for the mins the type has not."""
     z = izero()
+    if ISA == "avx2":
+        i0, i1, i2, i3 = _packed_four_narrow(pb, b, q0, q1, q2, q3)
+    else:
+        t0 = t1 = t2 = t3 = (z, z, z, z)
+        for h in range(2):
+            c = _scales4(pb, h)
+            qo = 256 * b + 128 * h
+            for i in range(8):
+                v = _four_groups(pb, h, i)
+                t0 = _token4(v, c, q0, qo + 4 * i, t0)
+                t1 = _token4(v, c, q1, qo + 4 * i, t1)
+                t2 = _token4(v, c, q2, qo + 4 * i, t2)
+                t3 = _token4(v, c, q3, qo + 4 * i, t3)
+        i0, i1, i2, i3 = _sum4(t0), _sum4(t1), _sum4(t2), _sum4(t3)
     return (_offset(pb, s0, 8 * b, i0), _offset(pb, s1, 8 * b, i1), _offset(pb, s2, 8 * b, i2),
             _offset(pb, s3, 8 * b, i3), z, z, z, z)
 
@@ -235,10 +281,14 @@ def packed_four(pb, b, q0, q1, q2, q3, s0, s1, s2, s3):
 @njit(inline="always")
 def packed_one(pb, b, q, s):
     """`packed_four` for one token."""
-    acc = izero()
-    for G in (0, 1, 2, 3, 4, 5, 6, 7):
-        acc = _group(pb, G, q, 256 * b + 32 * G, acc)
-    return _offset(pb, s, 8 * b, acc), izero()
+    z = izero()
+    t = (z, z, z, z)
+    for h in range(2):
+        c = _scales4(pb, h)
+        qo = 256 * b + 128 * h
+        for i in range(8):
+            t = _token4(_four_groups(pb, h, i), c, q, qo + 4 * i, t)
+    return _offset(pb, s, 8 * b, _sum4(t)), z
 
 
 @njit(inline="always")
