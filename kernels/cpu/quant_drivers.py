@@ -701,10 +701,13 @@ def _pack_float(has_min, pb, acc, d, dx, xs, f):
 @njit(inline="always")
 def _prefetch_packed(Pn, b):
     """Every cache line of block b of the next group of packed rows (Pn), asked for during the
-    first pass over this group's block b: the hardware prefetcher alone left the 32-value types
-    short of the read bandwidth (Zen 3, in-process alternation: Gemma's Q8_0 LM head 0.86-0.91x
-    the time at 4 and 8 tokens, 0.89-0.97x at one, its Q5_0 matrices 0.87-1.0x). Q4_K and Q6_K
-    gained nothing from it (1B file, 1 and 8 tokens: 0.97-1.05x), so their kernel has none."""
+    first pass over this group's block b: the hardware prefetcher alone leaves the packed
+    kernels short of the read bandwidth, the more so the more tokens a pass computes (out of
+    order execution cannot look a block ahead). In-process alternation, median: on a Xeon
+    (AVX-512 VNNI), the 1B file's Q4_K matrices at 4 tokens 28.0 vs 41.6 ms, at 8 39.7 vs 52.8,
+    at one 20.7 vs 21.1; its Q6_K ones at one 14.2 vs 19.5, at 8 24.8 vs 31.5. On a Zen 3
+    (AVX2): Gemma's Q8_0 LM head 0.86-0.91x the time at 4 and 8 tokens, 0.89-0.97x at one, its
+    Q5_0 matrices 0.87-1.0x; the 1B file's Q4_K and Q6_K 0.97-1.05x."""
     for o in range(0, Pn.shape[1], CACHE_LINE):
         prefetch(Pn, b, o)
 
@@ -856,10 +859,13 @@ def kpmatvec_tokens(P, X, out, scratch):
         tail = np.empty(LANES, np.float32)  # (LANES,) a short last group's sums
         for g in range(part * G // n_parts, (part + 1) * G // n_parts):
             Pg = P[g]
+            Pn = P[min(g + 1, G - 1)]
             t = 0
             while t + 4 <= n:
                 a0 = a1 = a2 = a3 = m0 = m1 = m2 = m3 = vzero()
                 for b in range(nb):
+                    if t == 0:
+                        _prefetch_packed(Pn, b)
                     pb = Pg[b]
                     i0, i1, i2, i3, n0, n1, n2, n3 = packed_four(
                         pb, b, Q[t], Q[t + 1], Q[t + 2], Q[t + 3], SW[t], SW[t + 1], SW[t + 2],
@@ -877,6 +883,8 @@ def kpmatvec_tokens(P, X, out, scratch):
             while t < n:
                 a0 = m0 = vzero()
                 for b in range(nb):
+                    if t == 0:
+                        _prefetch_packed(Pn, b)
                     pb = Pg[b]
                     i0, n0 = packed_one(pb, b, Q[t], SW[t])
                     d, dmin = packed_scales(pb)
