@@ -154,3 +154,22 @@ def test_activations():
     activations.softmax(logits, p)
     e = np.exp(logits.astype(np.float64) - logits.max())
     assert rel_err(p, e / e.sum()) < 1e-12
+
+
+@pytest.mark.parametrize("shape", [(1, 7), (1, 262144), (8, 70001)])
+def test_all_finite_against_numpy(shape):
+    from gguf_engine.kernels.cpu.reductions import all_finite
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[0, 0] = 3.4e38  # finite, near float32's maximum
+    assert all_finite(x) == np.isfinite(x).all()
+    rows, cols = shape
+    # the first and last value of the array, and the edges of a thread's part
+    places = [(0, 0), (rows - 1, cols - 1)] + [(rows - 1, c) for c in (32767, 32768)
+                                                  if c < cols]
+    for r, c in places:
+        for bad in (np.nan, np.inf, -np.inf):
+            y = x.copy()
+            y[r, c] = bad
+            assert all_finite(y) == np.isfinite(y).all() == False  # noqa: E712
