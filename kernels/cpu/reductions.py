@@ -10,11 +10,8 @@ _PART = 32768  # values a thread tests at a time: a single row of logits is spli
 @njit(parallel=True, cache=True)
 def all_finite(x):
     """Whether every value of x (rows, cols) float32, C-contiguous, is finite: an integer test
-    of the exponent bits, which vectorizes exactly (a float sum does only under fast-math,
-    whose reassociation LLVM then also takes as leave to drop the NaN test). Numba's threads,
-    not BLAS's: a product with ones through OpenBLAS left its workers spinning on the cores of
-    the next step's kernels wherever NumPy was imported before gguf_engine (a batched step of
-    eight Gemma sequences: 46-57 ms against 21-24)."""
+    of the exponent bits, which vectorizes and is exact. A float sum of each row vectorizes
+    only under FASTMATH, and with those flags NaN rows tested finite (measured)."""
     bits = x.view(np.uint32)  # (rows, cols)
     rows, cols = x.shape
     parts = (cols + _PART - 1) // _PART
