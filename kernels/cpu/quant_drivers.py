@@ -703,11 +703,11 @@ def _prefetch_packed(Pn, b):
     """Every cache line of block b of the next group of packed rows (Pn), asked for during the
     first pass over this group's block b: the hardware prefetcher alone leaves the packed
     kernels short of the read bandwidth, the more so the more tokens a pass computes (out of
-    order execution cannot look a block ahead). In-process alternation, median: on a Xeon
-    (AVX-512 VNNI), the 1B file's Q4_K matrices at 4 tokens 28.0 vs 41.6 ms, at 8 39.7 vs 52.8,
-    at one 20.7 vs 21.1; its Q6_K ones at one 14.2 vs 19.5, at 8 24.8 vs 31.5. On a Zen 3
+    order execution cannot look a block ahead). In-process alternation, median, on a Zen 3
     (AVX2): Gemma's Q8_0 LM head 0.86-0.91x the time at 4 and 8 tokens, 0.89-0.97x at one, its
-    Q5_0 matrices 0.87-1.0x; the 1B file's Q4_K and Q6_K 0.97-1.05x."""
+    Q5_0 matrices 0.87-1.0x. These blocks are 5 to 9 lines: asking for them one value vector
+    at a time, as the K-quants do, measured nothing on a Xeon (Q8_0 equal, Q5_0 at 8 tokens
+    1.08x the time)."""
     for o in range(0, Pn.shape[1], CACHE_LINE):
         prefetch(Pn, b, o)
 
@@ -800,10 +800,17 @@ def pmatvec_tokens(P, X, out, scratch):
 
 # Q4_K and Q6_K on the integer route, rows packed sixteen at a time by the type (`pack_block`,
 # its layout), a matrix when it first takes the route: P (groups, nb, PACK_BYTES). A type gives
-#   packed_four(pb, b, q0..q3, s0..s3) / packed_one(pb, b, q, s) -> per token the sixteen rows'
-#       scaled integer sums and min sums of block b (exact), and packed_scales(pb) -> (d, dmin);
+#   packed_four(pb, b, q0..q3, s0..s3, Pn, pf) / packed_one(pb, b, q, s, Pn, pf) -> per token
+#       the sixteen rows' scaled integer sums and min sums of block b (exact), and
+#       packed_scales(pb) -> (d, dmin);
 # s holds a token's sums over pairs of sub-blocks of SUB_QUADS quads (int16 pairs), q its
-# quantized values in the order of the type's `order_quants`.
+# quantized values in the order of the type's `order_quants`. With pf (a group's first pass
+# over block b) the type prefetches block b of the next group's rows Pn into L2, each line as
+# it loads the same line of pb: a block is 37 (Q4_K) or 53 (Q6_K) lines, and asked for all at
+# once at its start (`_prefetch_packed`) the requests held the fill buffers that the
+# compute's own loads wait for. In-process alternation on a Xeon (AVX-512 VNNI), the 1B file,
+# median: Q4_K at one token 0.90x the time of all at once, at 8 0.89-0.92x; Q6_K 0.97-0.99x
+# and 0.88-0.94x; with GGUF_ENGINE_SIMD=avx2 0.94-0.95x at one, 0.86-0.89x at 8.
 # The float steps are llama.cpp's (its repacked Q4_K kernels), per (row, token) in block order:
 #   acc += float(isum) * (d * dx),  acc_min += float(imin) * (dmin * dx),  out = acc - acc_min,
 # so a (row, token) gets the same bits whatever else the call computes.
@@ -864,12 +871,10 @@ def kpmatvec_tokens(P, X, out, scratch):
             while t + 4 <= n:
                 a0 = a1 = a2 = a3 = m0 = m1 = m2 = m3 = vzero()
                 for b in range(nb):
-                    if t == 0:
-                        _prefetch_packed(Pn, b)
                     pb = Pg[b]
                     i0, i1, i2, i3, n0, n1, n2, n3 = packed_four(
                         pb, b, Q[t], Q[t + 1], Q[t + 2], Q[t + 3], SW[t], SW[t + 1], SW[t + 2],
-                        SW[t + 3])
+                        SW[t + 3], Pn, t == 0)
                     d, dmin = packed_scales(pb)
                     a0, m0 = _kfloat(i0, n0, d, dmin, XD[t, 64 * b], a0, m0)
                     a1, m1 = _kfloat(i1, n1, d, dmin, XD[t + 1, 64 * b], a1, m1)
@@ -883,10 +888,8 @@ def kpmatvec_tokens(P, X, out, scratch):
             while t < n:
                 a0 = m0 = vzero()
                 for b in range(nb):
-                    if t == 0:
-                        _prefetch_packed(Pn, b)
                     pb = Pg[b]
-                    i0, n0 = packed_one(pb, b, Q[t], SW[t])
+                    i0, n0 = packed_one(pb, b, Q[t], SW[t], Pn, t == 0)
                     d, dmin = packed_scales(pb)
                     a0, m0 = _kfloat(i0, n0, d, dmin, XD[t, 64 * b], a0, m0)
                 _pack_store(out[t], g, vsub(a0, m0), tail)

@@ -13,7 +13,7 @@ with no bounds check: callers validate shapes before entering compiled code.
 from __future__ import annotations
 
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
@@ -452,12 +452,22 @@ def prefetch(typingctx, arr, r, i):
     return types.none(arr, r, i), codegen
 
 
+@njit(inline="always")
+def prefetch_span(arr, r, i, n):
+    """`prefetch` every cache line of bytes i .. i + n - 1 of row r of a uint8 array: every
+    64th byte and the last (a span need not start on a line)."""
+    for k in range(i, i + n, 64):
+        prefetch(arr, r, k)
+    prefetch(arr, r, i + n - 1)
+
+
 __all__ = [
     "LANES",
     "half_bits",
     "f32x16",
     "load_half",
     "prefetch",
+    "prefetch_span",
     "vadd",
     "vexp",
     "vfma",

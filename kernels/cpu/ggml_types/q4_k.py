@@ -5,6 +5,7 @@ from numba import njit
 from ..fp16 import load_f16
 from ..simd import (
     load_half,
+    prefetch,
     vadd,
     vfma,
     vlane,
@@ -200,14 +201,32 @@ def _mins(pb, c, s, k, acc):
 
 
 @njit(inline="always")
-def packed_two(pb, b, q0, q1, s0, s1):
+def _ask(Pn, b, pf, line):
+    """Where pf: line `line` of block b of the next group's rows, as the same line of this
+    group's block is used (quant_drivers: the requests spread through the block's compute)."""
+    if pf:
+        prefetch(Pn, b, 64 * line)
+
+
+@njit(inline="always")
+def _ask_scales(Pn, b, pf, c):
+    """`_ask` for the scales, mins and d that follow the values: 5 lines over c = 0..3."""
+    _ask(Pn, b, pf, 32 + c)
+    if c == 0:
+        _ask(Pn, b, pf, 36)
+
+
+@njit(inline="always")
+def packed_two(pb, b, q0, q1, s0, s1, Pn, pf):
     """`packed_four` for two tokens."""
     i0 = i1 = n0 = n1 = izero()
     for c in (0, 1, 2, 3):
         qo = 256 * b + 64 * c
+        _ask_scales(Pn, b, pf, c)
         sl, sh = _scales_of(pb, c)
         l0 = l1 = h0 = h1 = izero()
         for i in range(8):
+            _ask(Pn, b, pf, 8 * c + i)
             v = iload64(pb, 64 * (8 * c + i))
             lo, hi = ilow4(v), ihigh4(v)
             l0, h0 = _dots(lo, hi, q0, qo + 4 * i, l0, h0)
@@ -218,19 +237,22 @@ def packed_two(pb, b, q0, q1, s0, s1):
 
 
 @njit(inline="always")
-def packed_four(pb, b, q0, q1, q2, q3, s0, s1, s2, s3):
+def packed_four(pb, b, q0, q1, q2, q3, s0, s1, s2, s3, Pn, pf):
     """Sixteen packed rows' block b (pb) against four tokens (quantized values q, sub-block
-    sums s as int16 pairs): per token the rows' scaled sums and min sums, exact integers."""
+    sums s as int16 pairs): per token the rows' scaled sums and min sums, exact integers.
+    Where pf, block b of the next group's rows (Pn) is prefetched along the way."""
     if SUM16:
-        i0, i1, n0, n1 = packed_two(pb, b, q0, q1, s0, s1)
-        i2, i3, n2, n3 = packed_two(pb, b, q2, q3, s2, s3)
+        i0, i1, n0, n1 = packed_two(pb, b, q0, q1, s0, s1, Pn, pf)
+        i2, i3, n2, n3 = packed_two(pb, b, q2, q3, s2, s3, Pn, False)
         return i0, i1, i2, i3, n0, n1, n2, n3
     i0 = i1 = i2 = i3 = n0 = n1 = n2 = n3 = izero()
     for c in (0, 1, 2, 3):
         qo = 256 * b + 64 * c
+        _ask_scales(Pn, b, pf, c)
         sl, sh = _scales_of(pb, c)
         l0 = l1 = l2 = l3 = h0 = h1 = h2 = h3 = izero()
         for i in range(8):
+            _ask(Pn, b, pf, 8 * c + i)
             v = iload64(pb, 64 * (8 * c + i))
             lo, hi = ilow4(v), ihigh4(v)
             l0, h0 = _dots(lo, hi, q0, qo + 4 * i, l0, h0)
@@ -245,14 +267,16 @@ def packed_four(pb, b, q0, q1, q2, q3, s0, s1, s2, s3):
 
 
 @njit(inline="always")
-def packed_one(pb, b, q, s):
+def packed_one(pb, b, q, s, Pn, pf):
     """`packed_four` for one token."""
     i = n = izero()
     for c in (0, 1, 2, 3):
         qo = 256 * b + 64 * c
+        _ask_scales(Pn, b, pf, c)
         sl, sh = _scales_of(pb, c)
         l = h = izero()
         for k in range(8):
+            _ask(Pn, b, pf, 8 * c + k)
             v = iload64(pb, 64 * (8 * c + k))
             l, h = _dots(ilow4(v), ihigh4(v), q, qo + 4 * k, l, h)
         i = _fold(l, h, sl, sh, i)

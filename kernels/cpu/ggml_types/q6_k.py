@@ -5,6 +5,7 @@ from numba import njit
 from ..fp16 import load_f16
 from ..simd import (
     load_half,
+    prefetch_span,
     vfma,
     vlane,
     vload_bits2,
@@ -238,7 +239,18 @@ def _offset(pb, s, k, acc):
 
 
 @njit(inline="always")
-def _packed_four_narrow(pb, b, q0, q1, q2, q3):
+def _ask(Pn, b, pf, k):
+    """Where pf: vector k's 192 bytes of block b of the next group's rows, as this group's
+    are used, and with k = 0 the scales and d after the values (quant_drivers: the requests
+    spread through the block's compute)."""
+    if pf:
+        prefetch_span(Pn, b, 192 * k, 192)
+        if k == 0:
+            prefetch_span(Pn, b, PACK_SCALES, PACK_BYTES - PACK_SCALES)
+
+
+@njit(inline="always")
+def _packed_four_narrow(pb, b, q0, q1, q2, q3, Pn, pf):
     """`packed_four`'s sums for sixteen vector registers (AVX2): four tokens' chains a group
     at a time; sixteen chains (four tokens by four groups) would not fit."""
     i0 = i1 = i2 = i3 = izero()
@@ -246,6 +258,8 @@ def _packed_four_narrow(pb, b, q0, q1, q2, q3):
         qo = 256 * b + 32 * G
         sc = iwiden_signed_pairs(pb, PACK_SCALES + 32 * G)
         for i in range(8):
+            if G % 4 == 0:
+                _ask(Pn, b, pf, 8 * (G // 4) + i)
             v = _values(pb, G, i)
             i0 = idot_scaled(i0, v, ibcast4(q0, qo + 4 * i), sc)
             i1 = idot_scaled(i1, v, ibcast4(q1, qo + 4 * i), sc)
@@ -255,19 +269,21 @@ def _packed_four_narrow(pb, b, q0, q1, q2, q3):
 
 
 @njit(inline="always")
-def packed_four(pb, b, q0, q1, q2, q3, s0, s1, s2, s3):
+def packed_four(pb, b, q0, q1, q2, q3, s0, s1, s2, s3, Pn, pf):
     """Sixteen packed rows' block b (pb) against four tokens (quantized values q in
     `order_quants`' order, sub-block sums s as int16 pairs): per token the rows' exact
-    integer sums, and zeros for the mins the type has not."""
+    integer sums, and zeros for the mins the type has not. Where pf, block b of the next
+    group's rows (Pn) is prefetched along the way."""
     z = izero()
     if ISA == "avx2":
-        i0, i1, i2, i3 = _packed_four_narrow(pb, b, q0, q1, q2, q3)
+        i0, i1, i2, i3 = _packed_four_narrow(pb, b, q0, q1, q2, q3, Pn, pf)
     else:
         t0 = t1 = t2 = t3 = (z, z, z, z)
         for h in range(2):
             c = _scales4(pb, h)
             qo = 256 * b + 128 * h
             for i in range(8):
+                _ask(Pn, b, pf, 8 * h + i)
                 v = _four_groups(pb, h, i)
                 t0 = _token4(v, c, q0, qo + 4 * i, t0)
                 t1 = _token4(v, c, q1, qo + 4 * i, t1)
@@ -279,7 +295,7 @@ def packed_four(pb, b, q0, q1, q2, q3, s0, s1, s2, s3):
 
 
 @njit(inline="always")
-def packed_one(pb, b, q, s):
+def packed_one(pb, b, q, s, Pn, pf):
     """`packed_four` for one token."""
     z = izero()
     t = (z, z, z, z)
@@ -287,6 +303,7 @@ def packed_one(pb, b, q, s):
         c = _scales4(pb, h)
         qo = 256 * b + 128 * h
         for i in range(8):
+            _ask(Pn, b, pf, 8 * h + i)
             t = _token4(_four_groups(pb, h, i), c, q, qo + 4 * i, t)
     return _offset(pb, s, 8 * b, _sum4(t)), z
 
