@@ -6,7 +6,19 @@ import numpy as np
 from numba import njit, prange
 
 from .. import checks
-from .simd import half_bits
+from .simd import (
+    LANES,
+    half_bits,
+    vadd,
+    vdiv,
+    vexp,
+    vload_f32,
+    vmul,
+    vsplat,
+    vstore_f32,
+    vsub,
+    vzero,
+)
 
 _SQRT_2_OVER_PI = np.float32(math.sqrt(2.0 / math.pi))
 
@@ -94,7 +106,18 @@ def gelu_kernel(x, out):
 @njit(inline="always")
 def _gated_row(gate_up, out, use_gelu, t):
     d = out.shape[1]
-    for i in range(d):
+    i0 = 0
+    if not use_gelu:
+        # llama.cpp's ggml_vec_swiglu_f32: sixteen lanes at a time through ggml_v_silu,
+        # x / (1 + e^-x) with ggml_v_expf (`vexp`), the rest through expf (`_silu`). With
+        # libm's expf on every value, SiLU-gating took 2.1 ms of a 1B file's step of eight
+        row, out_row = gate_up[t], out[t]
+        for i in range(0, d - LANES + 1, LANES):
+            x = vload_f32(row, i)
+            silu = vdiv(x, vadd(vsplat(1.0), vexp(vsub(vzero(), x))))
+            vstore_f32(out_row, i, vmul(silu, vload_f32(row, d + i)))
+        i0 = d - d % LANES
+    for i in range(i0, d):
         g = gate_up[t, i]
         a = _gelu(g) if use_gelu else _silu(g)
         out[t, i] = a * gate_up[t, d + i]

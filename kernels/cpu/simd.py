@@ -102,6 +102,7 @@ def _binary(op):
 vadd = _binary("fadd")
 vsub = _binary("fsub")
 vmul = _binary("fmul")
+vdiv = _binary("fdiv")
 
 
 @intrinsic
@@ -469,6 +470,7 @@ __all__ = [
     "prefetch",
     "prefetch_span",
     "vadd",
+    "vdiv",
     "vexp",
     "vfma",
     "vload_bf16",
