@@ -13,9 +13,11 @@ from numba import njit, prange
 from . import simd_int
 from .q8_activations import quantize_token
 from .simd import (
+    CACHE_LINE,
     LANES,
     load_half,
     prefetch,
+    prefetch_span,
     vfma,
     vload_f16,
     vload_f32,
@@ -49,7 +51,6 @@ from .simd_int import (
 # The rows of the group this many groups ahead are prefetched while a group is computed, every
 # cache line of each step's bytes (a K-quant block spans two to four lines).
 PREFETCH_GROUPS = 2
-CACHE_LINE = 64
 # Tokens the integer route's tile serves before the next group of rows: their activations stay
 # in L1/L2 while every group is read (each group's tile is unpacked again for the next chunk)
 TOKEN_CHUNK = 32
@@ -383,9 +384,7 @@ def _as_unsigned(signed, u):
 def _prefetch_int_block(w, pr, b, block_bytes):
     """Every cache line of block b (block_bytes) of rows pr .. pr + 3."""
     for k in range(4):
-        for u in range(b * block_bytes, (b + 1) * block_bytes, CACHE_LINE):
-            prefetch(w, pr + k, u)
-        prefetch(w, pr + k, (b + 1) * block_bytes - 1)
+        prefetch_span(w, pr + k, b * block_bytes, block_bytes)
 
 
 @njit(inline="always")

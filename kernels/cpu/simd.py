@@ -18,6 +18,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 LANES = 16
+CACHE_LINE = 64  # bytes: what one `prefetch` brings in
 
 _F32 = ir.FloatType()
 _I32 = ir.IntType(32)
@@ -456,13 +457,14 @@ def prefetch(typingctx, arr, r, i):
 @njit(inline="always")
 def prefetch_span(arr, r, i, n):
     """`prefetch` every cache line of bytes i .. i + n - 1 of row r of a uint8 array: every
-    64th byte and the last (a span need not start on a line)."""
-    for k in range(i, i + n, 64):
+    CACHE_LINE-th byte and the last (a span need not start on a line)."""
+    for k in range(i, i + n, CACHE_LINE):
         prefetch(arr, r, k)
     prefetch(arr, r, i + n - 1)
 
 
 __all__ = [
+    "CACHE_LINE",
     "LANES",
     "half_bits",
     "f32x16",
